@@ -1,0 +1,7 @@
+"""`mxt` commands: platform."""
+
+from __future__ import annotations
+
+import click
+
+COMMANDS: list[click.Command] = []

@@ -1,0 +1,7 @@
+"""`mxt` commands: science."""
+
+from __future__ import annotations
+
+import click
+
+COMMANDS: list[click.Command] = []
