@@ -1,0 +1,79 @@
+"""Serve one function: ``python -m gateway.runtime --handler DIR --name NAME --host H --port P``.
+
+This is the process contract of the local provider and of the OpenFaaS template.
+The process exits with status 2 and one line on stderr when the handler cannot be
+loaded or a limit in the environment is invalid; otherwise it serves until SIGTERM
+or SIGINT, then finishes the calls in flight.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from gateway.runtime.logs import configure_logging
+
+
+def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line of the runtime.
+
+    Parameters
+    ----------
+    argv
+        Arguments without the program name; ``sys.argv[1:]`` when omitted.
+    """
+    parser = argparse.ArgumentParser(
+        prog="python -m gateway.runtime", description="Serve one MXT function over HTTP."
+    )
+    parser.add_argument("--handler", required=True, type=Path, help="function folder")
+    parser.add_argument("--name", required=True, help="function name")
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    parser.add_argument("--port", type=int, default=5000, help="TCP port to listen on")
+    parser.add_argument(
+        "--graceful-seconds",
+        type=float,
+        default=30.0,
+        help="how long calls in flight may finish after SIGTERM, in seconds",
+    )
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Load the handler and serve it; the process exit status.
+
+    Parameters
+    ----------
+    argv
+        Arguments without the program name.
+    """
+    arguments = parse_arguments(argv)
+    configure_logging(arguments.name, os.environ.get("MXT_LOG_LEVEL", "INFO"))
+    from gateway.runtime.app import create_app
+    from gateway.runtime.loader import HandlerLoadError
+
+    try:
+        app = create_app(arguments.handler, arguments.name)
+    except (HandlerLoadError, ValueError) as error:
+        print(f"mxt runtime: cannot serve function {arguments.name!r}: {error}", file=sys.stderr)
+        return 2
+
+    import uvicorn
+
+    uvicorn.run(
+        app,
+        host=arguments.host,
+        port=arguments.port,
+        loop="uvloop",
+        http="httptools",
+        access_log=False,
+        log_config=None,
+        server_header=False,
+        timeout_graceful_shutdown=arguments.graceful_seconds,
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
