@@ -1,0 +1,116 @@
+"""Object-created events on NATS JetStream, in the shape MinIO publishes itself.
+
+A MinIO configured with a NATS notification target (see ``docs/storage.md``) sends
+exactly this message when an object lands in a bucket; the local backend has no
+server to do it, so whoever performs the upload calls :func:`publish_object_created`.
+Consumers therefore read one shape whatever the deployment.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import quote
+
+from bricks.errors import Transient
+from storage.objects import ObjectInfo
+
+STREAM = "MXT_STORAGE"
+STREAM_SUBJECTS = ["mxt.storage.>"]
+EVENT_NAME = "s3:ObjectCreated:Put"
+
+
+def subject_for(bucket: str) -> str:
+    """The subject of a bucket's events: ``mxt.storage.<bucket>``."""
+    return f"mxt.storage.{bucket}"
+
+
+def message_id(info: ObjectInfo) -> str:
+    """``Nats-Msg-Id``: the same content re-uploaded under the same key is one event."""
+    return f"{info.bucket}/{info.key}@{info.sha256 or info.etag}"
+
+
+def object_created_event(info: ObjectInfo, event_time: datetime | None = None) -> dict[str, Any]:
+    """The MinIO notification record for ``info`` (``EventName``, ``Key``, ``Records``).
+
+    As MinIO does, ``Key`` is ``<bucket>/<key>`` and ``s3.object.key`` is URL-encoded.
+    """
+    when = (event_time or datetime.now(UTC)).astimezone(UTC)
+    stamp = when.strftime("%Y-%m-%dT%H:%M:%S.") + f"{when.microsecond // 1000:03d}Z"
+    sequencer = f"{int(when.timestamp() * 1e9):016X}"
+    record = {
+        "eventVersion": "2.0",
+        "eventSource": "minio:s3",
+        "awsRegion": "",
+        "eventTime": stamp,
+        "eventName": EVENT_NAME,
+        "userIdentity": {"principalId": "mxt"},
+        "requestParameters": {"principalId": "mxt", "region": "", "sourceIPAddress": ""},
+        "responseElements": {
+            "x-amz-request-id": uuid.uuid4().hex[:16].upper(),
+            "x-minio-origin-endpoint": "",
+        },
+        "s3": {
+            "s3SchemaVersion": "1.0",
+            "configurationId": "Config",
+            "bucket": {
+                "name": info.bucket,
+                "ownerIdentity": {"principalId": "mxt"},
+                "arn": f"arn:aws:s3:::{info.bucket}",
+            },
+            "object": {
+                "key": quote(info.key, safe="/"),
+                "size": info.size,
+                "eTag": info.etag,
+                "contentType": info.content_type,
+                "userMetadata": {
+                    **{f"X-Amz-Meta-{k.title()}": v for k, v in info.metadata.items()},
+                    "content-type": info.content_type,
+                },
+                "sequencer": sequencer,
+            },
+        },
+        "source": {"host": "", "port": "", "userAgent": "mxt"},
+    }
+    return {"EventName": EVENT_NAME, "Key": f"{info.bucket}/{info.key}", "Records": [record]}
+
+
+async def ensure_storage_stream(js: Any) -> None:
+    """Declare the ``MXT_STORAGE`` stream (subjects ``mxt.storage.>``) if absent."""
+    from nats.js.api import StreamConfig
+    from nats.js.errors import NotFoundError
+
+    try:
+        await js.stream_info(STREAM)
+    except NotFoundError:
+        await js.add_stream(StreamConfig(name=STREAM, subjects=STREAM_SUBJECTS))
+
+
+async def publish_object_created(nats_url: str, info: ObjectInfo) -> None:
+    """Publish the MinIO-shaped event for ``info`` on ``mxt.storage.<bucket>``, with ack.
+
+    Raises
+    ------
+    Transient
+        When NATS is unreachable or JetStream does not acknowledge.
+    """
+    import nats
+    from nats.errors import Error as NatsError
+
+    body = json.dumps(object_created_event(info)).encode()
+    try:
+        nc = await nats.connect(nats_url, connect_timeout=2, max_reconnect_attempts=0)
+    except (OSError, NatsError, TimeoutError) as exc:
+        raise Transient(f"cannot reach NATS at {nats_url}: {exc}") from exc
+    try:
+        js = nc.jetstream()
+        await ensure_storage_stream(js)
+        await js.publish(
+            subject_for(info.bucket), body, headers={"Nats-Msg-Id": message_id(info)}, timeout=5
+        )
+    except (OSError, NatsError, TimeoutError) as exc:
+        raise Transient(f"cannot publish the object-created event: {exc}") from exc
+    finally:
+        await nc.close()
