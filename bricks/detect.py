@@ -1,0 +1,321 @@
+"""Detect: counts image, PSF-matched source list, maximum-likelihood position, region.
+
+Steps (the Swift-XRT ``xrtcentroid`` / published XRT position methods, with MXT's
+lobster-eye PSF):
+
+1. counts image on the sky grid (``np.bincount``);
+2. PSF-matched detection against a local background (:mod:`bricks.detect_search`);
+3. for the brightest source, or the one nearest the target when asked, a
+   maximum-likelihood fit of the position on the unbinned events with the PSF turned
+   to the sky by the roll and a flat background (:mod:`bricks.detect_fit`); the 90 %
+   statistical radius comes from the likelihood curvature, the total adds the 25″
+   systematic in quadrature;
+4. a DS9 region (:mod:`bricks.detect_region`).
+
+An observation without events or without a significant source yields an empty source
+list and a position whose ``status`` is ``"no_detection"``, never an error.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import numpy as np
+from astropy.io import fits
+from astropy.wcs import WCS
+from pydantic import Field
+
+from bricks.base import Brick, BrickConfig, Product
+from bricks.detect_fit import PositionFit, fit_position, make_aperture
+from bricks.detect_frame import (
+    events_hdu,
+    mean_roll_deg,
+    product_header,
+)
+from bricks.detect_region import ds9_region
+from bricks.detect_search import Candidate, counts_image, find_sources, psf_kernel
+from bricks.errors import BadInput
+from bricks.exposure import ExposureConfig, exposure_map
+from bricks.timeutil import iso_from_mission
+
+VERSION = "1.0.0"
+METHOD = "psf_ml_cash"
+
+
+class DetectConfig(BrickConfig):
+    """Parameters of the detect brick.
+
+    Parameters
+    ----------
+    threshold_sigma
+        Detection threshold of the PSF-matched significance, σ.
+    min_separation_arcmin
+        Peaks closer than this to a more significant one are the same source.
+    background_box_arcmin
+        Side of the local background box, arcmin.
+    kernel_radius_arcmin
+        Half-side of the PSF kernel, arcmin (the diffuse halo reaches 30′).
+    fit_radius_arcmin
+        Radius of the aperture of the position fit, arcmin.
+    fit_grid_arcmin
+        Step of the grid integrating the model over the aperture, arcmin.
+    systematic_arcsec
+        90 % systematic error added in quadrature, arcsec.
+    select
+        ``"brightest"`` source, or ``"nearest_target"`` (RA_OBJ/DEC_OBJ, or the
+        ``target_ra_deg``/``target_dec_deg`` given here).
+    target_ra_deg, target_dec_deg
+        Target position overriding the header's, degrees.
+    max_sources
+        Longest source list.
+    """
+
+    threshold_sigma: float = Field(5.0, gt=0.0)
+    min_separation_arcmin: float = Field(8.0, gt=0.0, le=60.0)
+    background_box_arcmin: float = Field(24.0, gt=1.0, le=120.0)
+    kernel_radius_arcmin: float = Field(30.0, gt=2.0, le=60.0)
+    fit_radius_arcmin: float = Field(10.0, gt=1.0, le=30.0)
+    fit_grid_arcmin: float = Field(0.25, gt=0.01, le=2.0)
+    systematic_arcsec: float = Field(25.0, ge=0.0)
+    select: Literal["brightest", "nearest_target"] = "brightest"
+    target_ra_deg: float | None = Field(None, ge=0.0, lt=360.0)
+    target_dec_deg: float | None = Field(None, ge=-90.0, le=90.0)
+    max_sources: int = Field(20, ge=1, le=1000)
+
+
+def _calibration(calibration: dict, codename: str) -> Any:
+    try:
+        return calibration[codename]
+    except KeyError:
+        raise BadInput(f"calibration {codename} is missing") from None
+
+
+def _event_positions(events: fits.BinTableHDU) -> tuple[np.ndarray, np.ndarray]:
+    """Sky X/Y of the events as float64; :class:`BadInput` on non-finite values."""
+    data = events.data
+    if data is None or len(data) == 0:
+        return np.zeros(0), np.zeros(0)
+    x = np.asarray(data["X"], dtype=np.float64)
+    y = np.asarray(data["Y"], dtype=np.float64)
+    bad = ~(np.isfinite(x) & np.isfinite(y))
+    if np.any(bad):
+        raise BadInput(f"l2_events EVENTS X/Y hold {int(bad.sum())} non-finite value(s)")
+    return x, y
+
+
+def _select(
+    sources: list[Candidate], wcs: WCS, header: fits.Header, config: DetectConfig
+) -> Candidate:
+    """The source to localise: the most significant, or the nearest to the target."""
+    if config.select == "brightest":
+        return sources[0]
+    ra = config.target_ra_deg if config.target_ra_deg is not None else header.get("RA_OBJ")
+    dec = config.target_dec_deg if config.target_dec_deg is not None else header.get("DEC_OBJ")
+    if ra is None or dec is None:
+        raise BadInput("select='nearest_target' needs RA_OBJ/DEC_OBJ or target_ra_deg/_dec_deg")
+    tx, ty = wcs.all_world2pix([[float(ra), float(dec)]], 1)[0]
+    return min(sources, key=lambda s: (s.x - tx) ** 2 + (s.y - ty) ** 2)
+
+
+def _total_error(stat_arcsec: float, systematic_arcsec: float) -> float:
+    return float(np.hypot(stat_arcsec, systematic_arcsec))
+
+
+def _observation_summary(header: fits.Header, roll: float, exposure_s: float) -> dict:
+    """Observation facts the position product carries for the notice."""
+    summary: dict[str, Any] = {
+        "obs_id": str(header.get("OBS_ID", "unknown")),
+        "object": str(header.get("OBJECT", "")),
+        "burst_id": header.get("BURST_ID"),
+        "ra_pointing": float(header["RA_PNT"]),
+        "dec_pointing": float(header["DEC_PNT"]),
+        "roll": float(roll) % 360.0,
+        "exposure": float(exposure_s),
+        "tstart": header.get("TSTART"),
+        "tstop": header.get("TSTOP"),
+        "trigger_time": header.get("TRIGTIME"),
+        "trigger_time_iso": None,
+    }
+    if summary["trigger_time"] is not None:
+        summary["trigger_time_iso"] = iso_from_mission(float(summary["trigger_time"]))
+    for key in ("tstart", "tstop", "trigger_time"):
+        if summary[key] is not None:
+            summary[key] = float(summary[key])
+    return summary
+
+
+def _position_dict(
+    fit: PositionFit,
+    chosen: Candidate,
+    n_sources: int,
+    wcs: WCS,
+    summary: dict,
+    config: DetectConfig,
+) -> dict[str, Any]:
+    ra, dec = wcs.all_pix2world([[fit.x, fit.y]], 1)[0]
+    exposure = summary["exposure"]
+    return {
+        "status": "detected",
+        "method": METHOD,
+        "ra": float(ra) % 360.0,
+        "dec": float(dec),
+        "x": fit.x,
+        "y": fit.y,
+        "err90_stat_arcsec": fit.err90_stat_arcsec,
+        "err90_sys_arcsec": config.systematic_arcsec,
+        "err90_arcsec": _total_error(fit.err90_stat_arcsec, config.systematic_arcsec),
+        "counts": fit.counts,
+        "rate": fit.counts / exposure if exposure > 0 else None,
+        "snr": chosen.significance,
+        "ts": fit.ts,
+        "background_per_arcmin2": fit.background_per_arcmin2,
+        "background_rate": fit.background_per_arcmin2 / exposure if exposure > 0 else None,
+        "n_events_fit": fit.n_events,
+        "fit_radius_arcmin": config.fit_radius_arcmin,
+        "converged": fit.converged,
+        "n_sources": n_sources,
+        **summary,
+    }
+
+
+def _no_detection(reason: str, n_sources: int, summary: dict) -> dict[str, Any]:
+    return {
+        "status": "no_detection",
+        "reason": reason,
+        "method": METHOD,
+        "ra": None,
+        "dec": None,
+        "x": None,
+        "y": None,
+        "err90_stat_arcsec": None,
+        "err90_arcsec": None,
+        "counts": 0.0,
+        "snr": 0.0,
+        "n_sources": n_sources,
+        **summary,
+    }
+
+
+def _image_hdulist(image: np.ndarray, wcs: WCS, header: fits.Header) -> fits.HDUList:
+    out = product_header(header, f"mxt-detect {VERSION}", "IMAGE", "TOTAL")
+    out.update(wcs.to_header())
+    out["BUNIT"] = ("count", "events per sky pixel")
+    hdu = fits.PrimaryHDU(data=image, header=out)
+    hdu.header["EXTNAME"] = "IMAGE"
+    return fits.HDUList([hdu])
+
+
+def _sources_hdulist(
+    sources: list[Candidate], wcs: WCS, header: fits.Header, exposure_s: float
+) -> fits.HDUList:
+    x = np.array([s.x for s in sources], dtype=np.float64)
+    y = np.array([s.y for s in sources], dtype=np.float64)
+    if len(sources):
+        radec = wcs.all_pix2world(np.column_stack([x, y]), 1)
+        ra, dec = radec[:, 0] % 360.0, radec[:, 1]
+    else:
+        ra = dec = np.zeros(0)
+    counts = np.array([s.counts for s in sources], dtype=np.float64)
+    rate = counts / exposure_s if exposure_s > 0 else np.zeros_like(counts)
+    columns = [
+        fits.Column("X", "D", unit="pixel", array=x),
+        fits.Column("Y", "D", unit="pixel", array=y),
+        fits.Column("RA", "D", unit="deg", array=ra),
+        fits.Column("DEC", "D", unit="deg", array=dec),
+        fits.Column("COUNTS", "D", unit="count", array=counts),
+        fits.Column("RATE", "D", unit="count/s", array=rate),
+        fits.Column("SNR", "D", array=np.array([s.significance for s in sources])),
+        fits.Column(
+            "BKG", "D", unit="count/pixel", array=np.array([s.background for s in sources])
+        ),
+    ]
+    table = fits.BinTableHDU.from_columns(columns, name="SRCLIST")
+    for key, value in product_header(header, f"mxt-detect {VERSION}", "SRCLIST").items():
+        if key not in ("COMMENT", "HISTORY", ""):
+            table.header[key] = value
+    table.header["NSOURCES"] = (len(sources), "sources above the threshold")
+    primary = fits.PrimaryHDU(header=product_header(header, f"mxt-detect {VERSION}", "SRCLIST"))
+    return fits.HDUList([primary, table])
+
+
+def detect_sources(
+    l2_events: fits.HDUList, calibration: dict, config: DetectConfig
+) -> dict[str, Any]:
+    """Run the detection chain on an L2 event file; the four products of the brick.
+
+    Parameters
+    ----------
+    l2_events
+        L2 file (EVENTS with sky X/Y and their WCS, GTI, ATTITUDE).
+    calibration
+        ``PSF``, ``BADPIX``, ``VIGNET`` and ``TELDEF``.
+    config
+        Brick parameters.
+    """
+    events = events_hdu(l2_events)
+    header = events.header
+    psf = _calibration(calibration, "PSF")
+    geometry = _calibration(calibration, "TELDEF")
+    pixel_arcmin = geometry.plate_scale_arcsec / 60.0
+    expmap, wcs, pointings = exposure_map(l2_events, calibration, ExposureConfig())
+    roll = mean_roll_deg(pointings, header)
+    exposure_s = float(sum(p.seconds for p in pointings))
+    summary = _observation_summary(header, roll, exposure_s)
+    x, y = _event_positions(events)
+    image = counts_image(x, y, expmap.shape[0])
+    sources: list[Candidate] = []
+    if len(x) and exposure_s > 0:
+        sources = find_sources(
+            image,
+            expmap > 0,
+            psf_kernel(psf, roll, pixel_arcmin, config.kernel_radius_arcmin),
+            config.threshold_sigma,
+            max(int(round(config.min_separation_arcmin / pixel_arcmin)), 1),
+            max(int(round(config.background_box_arcmin / pixel_arcmin)), 3),
+            0.75 * config.fit_radius_arcmin / pixel_arcmin,
+            config.max_sources,
+        )
+    position = _no_detection("no source above the threshold", len(sources), summary)
+    if not len(x):
+        position = _no_detection("the observation holds no events", 0, summary)
+    if sources:
+        chosen = _select(sources, wcs, header, config)
+        on_axis = float(np.max(expmap))
+        ap = make_aperture(
+            x,
+            y,
+            (chosen.x, chosen.y),
+            config.fit_radius_arcmin,
+            pixel_arcmin,
+            expmap / on_axis,
+            config.fit_grid_arcmin,
+        )
+        fit = fit_position(ap, psf, roll, chosen.counts, pixel_arcmin, (chosen.x, chosen.y))
+        if fit is not None:
+            position = _position_dict(fit, chosen, len(sources), wcs, summary, config)
+    return {
+        "image": _image_hdulist(image, wcs, header),
+        "sources": _sources_hdulist(sources, wcs, header, exposure_s),
+        "position": position,
+        "region": ds9_region(position, sources, wcs),
+    }
+
+
+def _run(inputs: dict, calibration: dict, config: DetectConfig) -> dict:
+    return detect_sources(inputs["l2_events"], calibration, config)
+
+
+BRICK = Brick(
+    name="detect",
+    version=VERSION,
+    inputs=(Product("l2_events", "mxt_l2_evt.fits", "fits"),),
+    outputs=(
+        Product("image", "mxt_image.fits", "fits"),
+        Product("sources", "mxt_srclist.fits", "fits"),
+        Product("position", "mxt_position.json", "json"),
+        Product("region", "mxt_position.reg", "text"),
+    ),
+    caldb=("PSF", "BADPIX", "VIGNET", "TELDEF"),
+    config=DetectConfig,
+    run=_run,
+)

@@ -1,0 +1,193 @@
+"""Exposure map: good time × attitude × bad pixels × vignetting, on the sky grid.
+
+Modelled on Swift-XRT's ``xrtexpomap``: the attitude within the GTIs is binned into a few
+distinct pointings (:func:`bricks.detect_frame.observation_pointings`); for each, every
+sky pixel centre is mapped back onto the detector (an inverse mapping, so a rotated
+detector leaves no moiré holes) and picks up the detector's weight there: zero on bad
+pixels, on their neighbours (whose events ``calibrate`` flags and ``screen`` removes)
+and on the untransmitted outermost rows and columns, the vignetting V(θ) elsewhere.
+The map is in seconds.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from astropy.io import fits
+from astropy.wcs import WCS
+from scipy import ndimage
+
+from bricks.base import Brick, BrickConfig, Product
+from bricks.calibration import BadPixels, Geometry, Vignetting
+from bricks.detect_frame import (
+    Pointing,
+    events_hdu,
+    observation_pointings,
+    product_header,
+    sky_to_detector,
+    sky_wcs_of,
+)
+from bricks.errors import BadInput
+from bricks.wcs import SKY_NPIX
+
+VERSION = "1.0.0"
+
+
+class ExposureConfig(BrickConfig):
+    """Parameters of the exposure brick.
+
+    Parameters
+    ----------
+    position_step_pix
+        Attitude grouping resolution, in sky pixels (13.45″).
+    roll_step_deg
+        Attitude grouping resolution in roll, in degrees.
+    exclude_bad_neighbours
+        Also zero the pixels next to bad pixels and columns (screen drops their events).
+    """
+
+    position_step_pix: float = 0.5
+    roll_step_deg: float = 0.1
+    exclude_bad_neighbours: bool = True
+
+
+def detector_weight(
+    badpix: BadPixels,
+    vignetting: Vignetting,
+    geometry: Geometry,
+    exclude_bad_neighbours: bool = True,
+) -> np.ndarray:
+    """Relative efficiency of each detector pixel, indexed ``[rawy, rawx]``.
+
+    Parameters
+    ----------
+    badpix, vignetting, geometry
+        Calibrations (BADPIX, VIGNET, TELDEF).
+    exclude_bad_neighbours
+        Zero the 8 neighbours of every bad pixel too.
+
+    Returns
+    -------
+    ndarray
+        ``(npix, npix)`` floats in [0, 1]: vignetting, 0 where no event can be kept.
+    """
+    n = geometry.npix
+    bad = np.asarray(badpix.mask(shape=(n, n)), dtype=bool)
+    if exclude_bad_neighbours:
+        bad = ndimage.binary_dilation(bad, structure=np.ones((3, 3), dtype=bool))
+    # L0: events on the outermost rows and columns are never transmitted.
+    bad[[0, -1], :] = True
+    bad[:, [0, -1]] = True
+    raw = np.arange(n, dtype=float)
+    dx = (raw[None, :] - geometry.axis_x) * geometry.plate_scale_arcsec / 60.0
+    dy = (raw[:, None] - geometry.axis_y) * geometry.plate_scale_arcsec / 60.0
+    weight = np.asarray(vignetting(np.hypot(dx, dy)), dtype=float)
+    return np.where(bad, 0.0, weight)
+
+
+def exposure_on_sky(
+    pointings: list[Pointing],
+    weight: np.ndarray,
+    geometry: Geometry,
+    npix: int = SKY_NPIX,
+) -> np.ndarray:
+    """Sum over pointings of seconds × detector weight seen by each sky pixel.
+
+    Parameters
+    ----------
+    pointings
+        Distinct pointings with their good time.
+    weight
+        Detector weight ``[rawy, rawx]`` (:func:`detector_weight`).
+    geometry
+        Detector geometry (axis position in pixels).
+    npix
+        Side of the sky grid.
+
+    Returns
+    -------
+    ndarray
+        ``(npix, npix)`` float32 exposure in seconds, indexed ``[y, x]`` (0-based).
+    """
+    expmap = np.zeros((npix, npix))
+    ny, nx = weight.shape
+    half = 0.5 * np.hypot(nx, ny) + 2.0
+    for p in pointings:
+        # Only the sky pixels within the detector's circumscribed circle can see it.
+        x0, x1 = max(int(p.x - half), 1), min(int(p.x + half) + 1, npix)
+        y0, y1 = max(int(p.y - half), 1), min(int(p.y + half) + 1, npix)
+        if x0 > x1 or y0 > y1:
+            continue
+        xs = np.arange(x0, x1 + 1, dtype=float)
+        ys = np.arange(y0, y1 + 1, dtype=float)
+        dx, dy = sky_to_detector(xs[None, :] - p.x, ys[:, None] - p.y, p.roll_deg)
+        rawx = np.floor(geometry.axis_x + dx + 0.5).astype(np.int64)
+        rawy = np.floor(geometry.axis_y + dy + 0.5).astype(np.int64)
+        inside = (rawx >= 0) & (rawx < nx) & (rawy >= 0) & (rawy < ny)
+        seen = np.where(inside, weight[np.clip(rawy, 0, ny - 1), np.clip(rawx, 0, nx - 1)], 0.0)
+        expmap[y0 - 1 : y1, x0 - 1 : x1] += p.seconds * seen
+    return expmap.astype(np.float32)
+
+
+def exposure_map(
+    l2_events: fits.HDUList,
+    calibration: dict,
+    config: ExposureConfig,
+) -> tuple[np.ndarray, WCS, list[Pointing]]:
+    """Exposure map of an L2 observation, its WCS and the pointings it sums.
+
+    Parameters
+    ----------
+    l2_events
+        L2 file (EVENTS, GTI, ATTITUDE).
+    calibration
+        ``BADPIX``, ``VIGNET`` and ``TELDEF`` calibrations.
+    config
+        Brick parameters.
+    """
+    events = events_hdu(l2_events)
+    wcs = sky_wcs_of(events)
+    geometry = _calibration(calibration, "TELDEF")
+    weight = detector_weight(
+        _calibration(calibration, "BADPIX"),
+        _calibration(calibration, "VIGNET"),
+        geometry,
+        config.exclude_bad_neighbours,
+    )
+    pointings = observation_pointings(
+        l2_events, wcs, config.position_step_pix, config.roll_step_deg
+    )
+    return exposure_on_sky(pointings, weight, geometry), wcs, pointings
+
+
+def _calibration(calibration: dict, codename: str) -> object:
+    try:
+        return calibration[codename]
+    except KeyError:
+        raise BadInput(f"calibration {codename} is missing") from None
+
+
+def _run(inputs: dict, calibration: dict, config: ExposureConfig) -> dict:
+    l2_events = inputs["l2_events"]
+    expmap, wcs, pointings = exposure_map(l2_events, calibration, config)
+    header = product_header(
+        l2_events["EVENTS"].header, f"mxt-exposure {VERSION}", "IMAGE", "EXPOSURE"
+    )
+    header.update(wcs.to_header())
+    header["BUNIT"] = ("s", "exposure time per sky pixel")
+    header["NPOINT"] = (len(pointings), "distinct attitude bins summed")
+    header["VIGNAPP"] = (True, "vignetting applied")
+    header["EXPMAX"] = (float(expmap.max()) if expmap.size else 0.0, "[s] map maximum")
+    hdu = fits.PrimaryHDU(data=expmap, header=header)
+    hdu.header["EXTNAME"] = "EXPOSURE"
+    return {"expmap": fits.HDUList([hdu])}
+
+
+BRICK = Brick(
+    name="exposure",
+    version=VERSION,
+    inputs=(Product("l2_events", "mxt_l2_evt.fits", "fits"),),
+    outputs=(Product("expmap", "mxt_expmap.fits", "fits"),),
+    caldb=("BADPIX", "VIGNET", "TELDEF"),
+    config=ExposureConfig,
+    run=_run,
+)
