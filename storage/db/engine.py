@@ -1,0 +1,121 @@
+"""Engines, transactions and migrations.
+
+Query functions take a session and never commit; the operation (a function
+handler) owns the transaction through :func:`transaction`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import event, exc
+from sqlalchemy.orm import Session, sessionmaker
+
+from bricks.errors import Conflict, Transient
+
+MIGRATIONS = Path(__file__).with_name("migrations")
+#: how long a SQLite writer waits for another, in milliseconds
+SQLITE_BUSY_MS = 30_000
+
+
+def make_engine(url: str, **kwargs: Any) -> sa.Engine:
+    """An engine for ``url``; SQLite in WAL mode with foreign keys enforced.
+
+    SQLite transactions start with ``BEGIN IMMEDIATE``, so two writers queue on the
+    busy timeout instead of failing when one upgrades its read lock.
+    """
+    parsed = sa.engine.make_url(url)
+    if parsed.get_backend_name() != "sqlite":
+        return sa.create_engine(url, pool_pre_ping=True, **kwargs)
+    if parsed.database and parsed.database != ":memory:":
+        Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+    engine = sa.create_engine(
+        url, connect_args={"check_same_thread": False, "timeout": SQLITE_BUSY_MS / 1000}, **kwargs
+    )
+
+    @event.listens_for(engine, "connect")
+    def _configure(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None  # we emit BEGIN ourselves
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_MS}")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _begin(conn: sa.Connection) -> None:
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+    return engine
+
+
+@lru_cache(maxsize=8)
+def get_engine(url: str | None = None) -> sa.Engine:
+    """The process's engine for ``url`` (default: the settings' database URL)."""
+    if url is None:
+        from storage.settings import get_settings
+
+        url = get_settings().resolved_database_url
+    return make_engine(url)
+
+
+@lru_cache(maxsize=8)
+def _sessionmaker(engine: sa.Engine) -> sessionmaker[Session]:
+    return sessionmaker(engine, expire_on_commit=False)
+
+
+@contextmanager
+def transaction(engine: sa.Engine | None = None) -> Iterator[Session]:
+    """A session in one transaction: committed on success, rolled back on error.
+
+    Raises
+    ------
+    Transient
+        The database is unreachable or busy.
+    Conflict
+        A constraint was violated (a concurrent insert won the race).
+    """
+    session = _sessionmaker(engine or get_engine())()
+    try:
+        yield session
+        session.commit()
+    except exc.IntegrityError as error:
+        session.rollback()
+        raise Conflict(f"the write conflicts with existing data: {error.orig}") from error
+    except (exc.OperationalError, exc.InterfaceError) as error:
+        session.rollback()
+        raise Transient(f"database unavailable: {error.orig}", retry_after=1.0) from error
+    except BaseException:
+        session.rollback()
+        raise
+    finally:
+        session.close()
+
+
+def alembic_config(connection: sa.Connection | None = None) -> Any:
+    """An Alembic configuration of our migrations, bound to ``connection`` if given."""
+    from alembic.config import Config
+
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    config.attributes["connection"] = connection
+    return config
+
+
+def upgrade_to_head(url: str | None = None) -> None:
+    """Migrate the database at ``url`` (default: the settings') to the latest revision."""
+    from alembic import command
+
+    engine = make_engine(url) if url else get_engine()
+    try:
+        with engine.begin() as connection:
+            command.upgrade(alembic_config(connection), "head")
+    finally:
+        if url:
+            engine.dispose()
