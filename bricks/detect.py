@@ -134,11 +134,13 @@ def _observation_summary(header: fits.Header, roll: float, exposure_s: float) ->
         "tstart": header.get("TSTART"),
         "tstop": header.get("TSTOP"),
         "trigger_time": header.get("TRIGTIME"),
-        "trigger_time_iso": None,
+        "trigger_time_tt_iso": None,
+        "ra_target": header.get("RA_OBJ"),
+        "dec_target": header.get("DEC_OBJ"),
     }
     if summary["trigger_time"] is not None:
-        summary["trigger_time_iso"] = iso_from_mission(float(summary["trigger_time"]))
-    for key in ("tstart", "tstop", "trigger_time"):
+        summary["trigger_time_tt_iso"] = iso_from_mission(float(summary["trigger_time"]))
+    for key in ("tstart", "tstop", "trigger_time", "ra_target", "dec_target"):
         if summary[key] is not None:
             summary[key] = float(summary[key])
     return summary
