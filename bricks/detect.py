@@ -29,6 +29,7 @@ from bricks.base import Brick, BrickConfig, Product
 from bricks.detect_fit import PositionFit, fit_position, make_aperture
 from bricks.detect_frame import (
     events_hdu,
+    image_wcs_header,
     mean_roll_deg,
     product_header,
 )
@@ -200,7 +201,7 @@ def _no_detection(reason: str, n_sources: int, summary: dict) -> dict[str, Any]:
 
 def _image_hdulist(image: np.ndarray, wcs: WCS, header: fits.Header) -> fits.HDUList:
     out = product_header(header, f"mxt-detect {VERSION}", "IMAGE", "TOTAL")
-    out.update(wcs.to_header())
+    out.update(image_wcs_header(wcs))
     out["BUNIT"] = ("count", "events per sky pixel")
     hdu = fits.PrimaryHDU(data=image, header=out)
     hdu.header["EXTNAME"] = "IMAGE"

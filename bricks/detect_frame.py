@@ -238,3 +238,15 @@ def product_header(
         "file creation date (UTC)",
     )
     return header
+
+
+def image_wcs_header(wcs: WCS) -> fits.Header:
+    """The sky WCS keywords of an image, without the time keywords astropy adds.
+
+    ``WCS.to_header`` writes ``MJDREF = 0`` (and sometimes ``MJD-OBS``/``DATE-OBS``),
+    which would contradict the mission's MJDREFI/MJDREFF and the observation dates.
+    """
+    header = wcs.to_header()
+    for key in ("MJDREF", "MJDREFI", "MJDREFF", "MJD-OBS", "DATE-OBS", "TIMESYS"):
+        header.remove(key, ignore_missing=True, remove_all=True)
+    return header

@@ -21,6 +21,7 @@ from bricks.calibration import BadPixels, Geometry, Vignetting
 from bricks.detect_frame import (
     Pointing,
     events_hdu,
+    image_wcs_header,
     observation_pointings,
     product_header,
     sky_to_detector,
@@ -172,7 +173,7 @@ def _run(inputs: dict, calibration: dict, config: ExposureConfig) -> dict:
     header = product_header(
         l2_events["EVENTS"].header, f"mxt-exposure {VERSION}", "IMAGE", "EXPOSURE"
     )
-    header.update(wcs.to_header())
+    header.update(image_wcs_header(wcs))
     header["BUNIT"] = ("s", "exposure time per sky pixel")
     header["NPOINT"] = (len(pointings), "distinct attitude bins summed")
     header["VIGNAPP"] = (True, "vignetting applied")
