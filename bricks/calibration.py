@@ -13,6 +13,7 @@ pedestal, effective area) have a row per entry.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar, Self
 
@@ -20,6 +21,7 @@ import numpy as np
 from astropy.io import fits
 from scipy.special import erf
 
+from bricks.errors import BadInput
 from bricks.timeutil import SECONDS_PER_YEAR, mission_seconds
 
 CALDB_VALID_DATE = "2024-06-22"
@@ -609,4 +611,24 @@ __all__ = [
     "calibration_from_hdulist",
     "model_caldb_hdulists",
     "model_calibrations",
+    "require_calibration",
 ]
+
+
+def require_calibration(calibration: Mapping[str, Any], codename: str, brick: str) -> Any:
+    """The calibration product ``codename``, or BadInput naming what ``brick`` lacks."""
+    try:
+        product = calibration[codename]
+    except KeyError:
+        raise BadInput(
+            f"brick {brick} needs CALDB {codename}; given {sorted(calibration)}",
+            codename=codename,
+        ) from None
+    expected = CODENAMES[codename]
+    if not isinstance(product, expected):
+        raise BadInput(
+            f"brick {brick}: CALDB {codename} is a {type(product).__name__}, "
+            f"expected {expected.__name__}",
+            codename=codename,
+        )
+    return product

@@ -174,3 +174,169 @@ def read_l0_bytes(data: bytes) -> fits.HDUList:
     except Exception as exc:  # astropy raises OSError, ValueError, TypeError, VerifyError
         raise Unprocessable(f"L0 file is truncated or corrupt: {exc}") from exc
     return hdul
+
+
+# --------------------------------------------------------------------------- validation
+
+
+def _fail(reason: str, **where: Any) -> Unprocessable:
+    return Unprocessable(f"L0 {reason}", **where)
+
+
+def _check_primary(header: fits.Header) -> None:
+    for key, (kind, required) in PRIMARY_KEYWORDS.items():
+        if key not in header:
+            if required:
+                raise _fail(f"primary header lacks keyword {key}", hdu="PRIMARY", keyword=key)
+            continue
+        value = header[key]
+        numeric = kind in (int, float)
+        if (numeric and (isinstance(value, bool) or not isinstance(value, int | float))) or (
+            kind is str and not isinstance(value, str)
+        ):
+            raise _fail(
+                f"primary keyword {key}={value!r} should be a {kind.__name__}",
+                hdu="PRIMARY",
+                keyword=key,
+            )
+        if kind is int and not isinstance(value, int):
+            raise _fail(f"primary keyword {key}={value!r} should be an integer", keyword=key)
+        if numeric and not np.isfinite(value):
+            raise _fail(f"primary keyword {key} is not finite", hdu="PRIMARY", keyword=key)
+    for key, expected in FIXED_PRIMARY_VALUES.items():
+        if header[key] != expected:
+            raise _fail(
+                f"primary keyword {key}={header[key]!r}, expected {expected!r}",
+                hdu="PRIMARY",
+                keyword=key,
+            )
+    if header["PROGRAM"] not in PROGRAMMES:
+        raise _fail(
+            f"primary keyword PROGRAM={header['PROGRAM']!r} is not one of {list(PROGRAMMES)}",
+            hdu="PRIMARY",
+            keyword="PROGRAM",
+        )
+    if not OBS_ID_PATTERN.match(header["OBS_ID"]):
+        raise _fail(
+            f"primary keyword OBS_ID={header['OBS_ID']!r} must be 1-32 characters of [A-Za-z0-9_-]",
+            hdu="PRIMARY",
+            keyword="OBS_ID",
+        )
+    for key in ("RA_OBJ", "RA_PNT"):
+        if not 0.0 <= header[key] < 360.0:
+            raise _fail(f"primary keyword {key}={header[key]} is outside [0, 360)", keyword=key)
+    for key in ("DEC_OBJ", "DEC_PNT"):
+        if not -90.0 <= header[key] <= 90.0:
+            raise _fail(f"primary keyword {key}={header[key]} is outside [-90, 90]", keyword=key)
+    if header["TSTOP"] <= header["TSTART"]:
+        raise _fail(
+            f"primary TSTOP={header['TSTOP']} is not after TSTART={header['TSTART']}",
+            keyword="TSTOP",
+        )
+
+
+def _check_columns(hdu: fits.BinTableHDU, spec: Mapping[str, tuple[str, str | None]]) -> None:
+    names = [n.upper() for n in hdu.columns.names]
+    for column, (tform, unit) in spec.items():
+        if column not in names:
+            raise _fail(f"{hdu.name} lacks column {column}", hdu=hdu.name, column=column)
+        found = hdu.columns[names.index(column)]
+        if normalise_tform(found.format) != tform:
+            raise _fail(
+                f"{hdu.name} column {column} has format {found.format}, expected {tform}",
+                hdu=hdu.name,
+                column=column,
+            )
+        if unit is not None and (found.unit or "").strip().lower() != unit.lower():
+            raise _fail(
+                f"{hdu.name} column {column} has unit {found.unit!r}, expected {unit!r}",
+                hdu=hdu.name,
+                column=column,
+            )
+        if tform[-1] in "DE":
+            values = hdu.data[column]
+            bad = np.count_nonzero(~np.isfinite(values))
+            if bad:
+                raise _fail(
+                    f"{hdu.name} column {column} has {bad} NaN or infinite value(s)",
+                    hdu=hdu.name,
+                    column=column,
+                )
+
+
+def _check_sorted(hdu: fits.BinTableHDU, strict: bool) -> None:
+    step = np.diff(hdu.data["TIME"])
+    wrong = np.flatnonzero(step <= 0 if strict else step < 0)
+    if wrong.size:
+        order = "strictly increasing" if strict else "sorted"
+        raise _fail(
+            f"{hdu.name} column TIME is not {order} (first at row {wrong[0] + 2})",
+            hdu=hdu.name,
+            column="TIME",
+        )
+
+
+def _check_events(hdu: fits.BinTableHDU, tstart: float, tstop: float) -> None:
+    data = hdu.data
+    for axis in ("RAWX", "RAWY"):
+        values = data[axis]
+        outside = np.count_nonzero((values < DETECTOR_TLMIN) | (values > DETECTOR_TLMAX))
+        if outside:
+            raise _fail(
+                f"EVENTS column {axis} has {outside} event(s) outside the detector "
+                f"({DETECTOR_TLMIN}-{DETECTOR_TLMAX})",
+                hdu="EVENTS",
+                column=axis,
+            )
+    time = data["TIME"]
+    early = np.count_nonzero((time < tstart) | (time > tstop))
+    if early:
+        raise _fail(f"EVENTS column TIME has {early} event(s) outside TSTART-TSTOP", column="TIME")
+    frame = data["FRAME"]
+    if np.count_nonzero(frame < 0):
+        raise _fail("EVENTS column FRAME has negative frame numbers", column="FRAME")
+    mismatch = np.count_nonzero(np.abs(time - frame_times(frame, tstart)) > 1e-3)
+    if mismatch:
+        raise _fail(
+            f"EVENTS column TIME disagrees with TSTART + (FRAME + 0.5) x 0.1 s for {mismatch} "
+            "event(s)",
+            column="TIME",
+        )
+    _check_sorted(hdu, strict=False)
+
+
+def validate_l0(hdul: fits.HDUList) -> None:
+    """Check an L0 HDUList against the interface (L0_FORMAT.md).
+
+    Structure, keywords, column formats and units, NaNs, ranges and ordering. Events on
+    the outermost detector rows and columns (0 and 255) are accepted here and flagged
+    later (STATUS 8); events outside the detector (< 0 or > 255) are rejected.
+
+    Raises
+    ------
+    Unprocessable
+        Naming the HDU and the keyword or column at fault.
+    """
+    if len(hdul) < 4:
+        present = [h.name for h in hdul]
+        missing = [n for n in HDU_NAMES if n not in present]
+        raise _fail(f"file lacks extension(s) {missing}; found {present}", hdu=missing[0])
+    for index, name in enumerate(HDU_NAMES, start=1):
+        hdu = hdul[index]
+        if hdu.name != name:
+            raise _fail(
+                f"extension {index} is {hdu.name!r}, expected {name!r} "
+                f"(order: {', '.join(HDU_NAMES)})",
+                hdu=name,
+            )
+        if not isinstance(hdu, fits.BinTableHDU):
+            raise _fail(f"extension {name} is not a binary table", hdu=name)
+    _check_primary(hdul[0].header)
+    for name in HDU_NAMES:
+        _check_columns(hdul[name], COLUMNS_BY_HDU[name])
+    for name in ("HK", "ATTITUDE"):
+        if len(hdul[name].data) == 0:
+            raise _fail(f"{name} table has no rows", hdu=name)
+        _check_sorted(hdul[name], strict=True)
+    header = hdul[0].header
+    _check_events(hdul["EVENTS"], header["TSTART"], header["TSTOP"])

@@ -1,0 +1,298 @@
+"""Calibrate brick: L0 events → calibrated events (PHA, PI, ENERGY, PATTERN, STATUS).
+
+The model of Swift-XRT's xrtflagpix + xrtpcgrade + xrtcalcpi, with EPIC-pn patterns:
+
+1. STATUS flags from the bad-pixel map and the transmitted window;
+2. pedestal subtraction per pixel (each of the 3 × 3 pixels with its own column);
+3. pixel energies with the gain at the CCD temperature interpolated from HK at the
+   event time, corrected for the CTI loss of the event's row at the event time;
+4. event threshold on the centre pixel, split threshold on the neighbours, PATTERN
+   from the mask of neighbours above the split threshold (table below);
+5. PHA (ADU, CTI-corrected sum of the pixels above the split threshold), ENERGY (eV)
+   and PI = floor(ENERGY / 10 eV) in 0–1023.
+
+Patterns (``dx`` along +RAWX, ``dy`` along +RAWY; "above" means ≥ split threshold):
+
+=======  =====================================================================
+pattern  neighbours above the split threshold
+=======  =====================================================================
+0        none (single)
+1 2 3 4  exactly one side neighbour: (0,+1), (+1,0), (0,−1), (−1,0)
+5 … 8    two side neighbours at a right angle, the corner between them below:
+         5 (0,+1)+(+1,0), 6 (+1,0)+(0,−1), 7 (0,−1)+(−1,0), 8 (−1,0)+(0,+1)
+9 … 12   the same two side neighbours and the corner between them (2 × 2 square):
+         9 adds (+1,+1), 10 (+1,−1), 11 (−1,−1), 12 (−1,+1)
+13       anything else, or a neighbour larger than the centre (invalid)
+=======  =====================================================================
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from astropy.io import fits
+
+from bricks.base import Brick, BrickConfig, Product
+from bricks.calibration import (
+    BadPixels,
+    Cti,
+    EventGrades,
+    Gain,
+    Pedestal,
+    require_calibration,
+)
+from bricks.errors import Unprocessable
+from bricks.l0 import DETECTOR_TLMAX, DETECTOR_TLMIN, RAW_MAX, RAW_MIN, validate_l0
+
+VERSION = "1.0.0"
+CALDB = ("BADPIX", "PEDESTAL", "GAIN", "CTI", "GRADES")
+CHUNK_EVENTS = 1 << 17  # (n, 9) temporaries stay a few MB: cache-friendly, bounded memory
+
+STATUS_HOT_PIXEL = 1
+STATUS_BAD_COLUMN = 2
+STATUS_NEIGHBOUR_OF_BAD = 4
+STATUS_OUTSIDE_WINDOW = 8
+STATUS_INVALID_EVENT = 16
+PATTERN_INVALID = 13
+PI_MAX = 1023
+
+# PHAS index of the neighbour at (dx, dy) is 3·(dy+1) + (dx+1); the centre (4) is left out
+_NEIGHBOURS = (0, 1, 2, 3, 5, 6, 7, 8)
+_UP, _RIGHT, _DOWN, _LEFT = 7, 5, 1, 3
+_CORNERS = {(_UP, _RIGHT): 8, (_RIGHT, _DOWN): 2, (_DOWN, _LEFT): 0, (_LEFT, _UP): 6}
+
+
+def _pattern_of_mask(above: frozenset[int]) -> int:
+    """EPIC-pn pattern number of a set of PHAS indices above the split threshold."""
+    sides = above & {_UP, _RIGHT, _DOWN, _LEFT}
+    corners = above - sides
+    if not above:
+        return 0
+    if len(above) == 1 and sides:
+        return 1 + (_UP, _RIGHT, _DOWN, _LEFT).index(next(iter(sides)))
+    for number, (pair, corner) in enumerate(_CORNERS.items()):
+        if sides == set(pair):
+            if not corners:
+                return 5 + number
+            if corners == {corner}:
+                return 9 + number
+    return PATTERN_INVALID
+
+
+def _pattern_table() -> np.ndarray:
+    """Pattern number of each of the 256 masks of the 8 neighbours (bit i = _NEIGHBOURS[i])."""
+    table = np.empty(256, dtype=np.int16)
+    for code in range(256):
+        above = frozenset(_NEIGHBOURS[bit] for bit in range(8) if code >> bit & 1)
+        table[code] = _pattern_of_mask(above)
+    return table
+
+
+PATTERN_TABLE = _pattern_table()
+_BIT_WEIGHTS = (1 << np.arange(8)).astype(np.uint8)
+
+
+class CalibrateConfig(BrickConfig):
+    """The calibrate brick has no parameters: everything comes from the CALDB."""
+
+
+def status_image(badpix: BadPixels, npix: int = 256) -> np.ndarray:
+    """STATUS bits per detector pixel ``[rawy, rawx]``: hot, bad column, neighbour of bad."""
+    image = np.zeros((npix, npix), dtype=np.int16)
+    hot_x, hot_y = badpix.hot_pixels
+    hot = np.zeros((npix, npix), dtype=bool)
+    hot[hot_y, hot_x] = True
+    column = np.zeros((npix, npix), dtype=bool)
+    column[:, badpix.bad_columns] = True
+    bad = hot | column
+    padded = np.pad(bad, 1)
+    near = np.zeros_like(bad)
+    for dy in range(3):
+        for dx in range(3):
+            near |= padded[dy : dy + npix, dx : dx + npix]
+    image[hot] |= STATUS_HOT_PIXEL
+    image[column] |= STATUS_BAD_COLUMN
+    image[near & ~bad] |= STATUS_NEIGHBOUR_OF_BAD
+    return image
+
+
+def classify_patterns(pixel_ev: np.ndarray, split_ev: float) -> np.ndarray:
+    """PATTERN (n,) of 3 × 3 pixel energies ``pixel_ev`` (n, 9), eV."""
+    above = pixel_ev[:, _NEIGHBOURS] >= split_ev
+    code = (above * _BIT_WEIGHTS).sum(axis=1, dtype=np.int64)
+    pattern = PATTERN_TABLE[code]
+    not_maximum = (pixel_ev[:, _NEIGHBOURS] > pixel_ev[:, 4:5]).any(axis=1)
+    return np.where(not_maximum, PATTERN_INVALID, pattern).astype(np.int16)
+
+
+def _pedestal_by_pixel(pedestal: Pedestal) -> np.ndarray:
+    """Pedestal of the 9 PHAS pixels (n_columns, 9) for each centre column."""
+    npix = pedestal.adu.size
+    columns = np.clip(np.arange(npix)[:, None] + np.tile(np.arange(-1, 2), 3), 0, npix - 1)
+    return pedestal.adu[columns].astype(np.float32)
+
+
+def _temperature_at(hk: fits.BinTableHDU, time: np.ndarray) -> np.ndarray:
+    data = hk.data
+    if len(data) == 0:
+        raise Unprocessable("L0 HK table has no rows: no CCD temperature for the events", hdu="HK")
+    return np.interp(time, data["TIME"], data["CCD_TEMP"].astype(np.float64))
+
+
+def calibrate_events(events: fits.BinTableHDU, hk: fits.BinTableHDU, cal: dict) -> dict:
+    """Calibrated columns (PHA, PI, ENERGY, PATTERN, STATUS) of the L0 events.
+
+    Parameters
+    ----------
+    events, hk
+        L0 EVENTS and HK tables (not modified).
+    cal
+        BADPIX, PEDESTAL, GAIN, CTI and GRADES calibration objects by codename.
+    """
+    grades: EventGrades = cal["GRADES"]
+    gain: Gain = cal["GAIN"]
+    cti: Cti = cal["CTI"]
+    data = events.data
+    n = len(data)
+    time = np.asarray(data["TIME"], dtype=np.float64)
+    rawx = np.asarray(data["RAWX"], dtype=np.int16)
+    rawy = np.asarray(data["RAWY"], dtype=np.int16)
+    phas = np.asarray(data["PHAS"])
+    # the charge left after RAWY + 1 transfers, and eV per ADU at the event's temperature
+    transfer = cti.transfer_factor(time, rawy)
+    ev_per_adu = gain.ev_per_adu(_temperature_at(hk, time)) if n else np.empty(0)
+    scale = ev_per_adu / transfer  # eV per raw ADU, CTI-corrected
+    pedestal9 = _pedestal_by_pixel(cal["PEDESTAL"])
+    column = np.clip(rawx, DETECTOR_TLMIN, DETECTOR_TLMAX)
+    pha = np.empty(n, dtype=np.int32)
+    energy = np.empty(n, dtype=np.float32)
+    pattern = np.empty(n, dtype=np.int16)
+    centre_ok = np.empty(n, dtype=bool)
+    for start in range(0, n, CHUNK_EVENTS):
+        part = slice(start, start + CHUNK_EVENTS)
+        adu = phas[part].astype(np.float32) - pedestal9[column[part]]
+        pixel_ev = adu * scale[part, None].astype(np.float32)
+        above = pixel_ev >= grades.split_threshold_ev
+        adu_sum = (adu * above).sum(axis=1, dtype=np.float64)
+        energy[part] = adu_sum * scale[part]
+        pha[part] = np.rint(adu_sum / transfer[part])
+        pattern[part] = classify_patterns(pixel_ev, grades.split_threshold_ev)
+        centre_ok[part] = pixel_ev[:, 4] >= grades.event_threshold_ev
+    pi = np.clip(np.floor(energy / 10.0), 0, PI_MAX).astype(np.int32)
+    status = status_image(cal["BADPIX"])[
+        np.clip(rawy, DETECTOR_TLMIN, DETECTOR_TLMAX), column
+    ].astype(np.int16)
+    outside = (rawx < RAW_MIN) | (rawx > RAW_MAX) | (rawy < RAW_MIN) | (rawy > RAW_MAX)
+    status |= np.where(outside, STATUS_OUTSIDE_WINDOW, 0).astype(np.int16)
+    invalid = (pattern > grades.max_valid_pattern) | ~centre_ok
+    status |= np.where(invalid, STATUS_INVALID_EVENT, 0).astype(np.int16)
+    return {"PHA": pha, "PI": pi, "ENERGY": energy, "PATTERN": pattern, "STATUS": status}
+
+
+def _events_hdu(
+    events: fits.BinTableHDU, primary: fits.Header, calibrated: dict[str, np.ndarray]
+) -> fits.BinTableHDU:
+    data = events.data
+    columns = [
+        fits.Column(name="TIME", format="1D", unit="s", array=data["TIME"]),
+        fits.Column(name="FRAME", format="1J", array=data["FRAME"]),
+        fits.Column(name="RAWX", format="1I", unit="pixel", array=data["RAWX"]),
+        fits.Column(name="RAWY", format="1I", unit="pixel", array=data["RAWY"]),
+        fits.Column(name="PHAS", format="9I", unit="adu", array=data["PHAS"]),
+        fits.Column(name="PHA", format="1J", unit="adu", array=calibrated["PHA"]),
+        fits.Column(name="PI", format="1J", unit="chan", array=calibrated["PI"]),
+        fits.Column(name="ENERGY", format="1E", unit="eV", array=calibrated["ENERGY"]),
+        fits.Column(name="PATTERN", format="1I", array=calibrated["PATTERN"]),
+        fits.Column(name="STATUS", format="1I", array=calibrated["STATUS"]),
+    ]
+    hdu = fits.BinTableHDU.from_columns(columns, name="EVENTS")
+    copy_header_keywords(events.header, hdu.header)
+    # the observation keywords (pointing, object, trigger) travel with the events from here on
+    copy_header_keywords(primary, hdu.header)
+    limits = {
+        "RAWX": (DETECTOR_TLMIN, DETECTOR_TLMAX),
+        "RAWY": (DETECTOR_TLMIN, DETECTOR_TLMAX),
+        "PI": (0, PI_MAX),
+        "PATTERN": (0, PATTERN_INVALID),
+    }
+    names = hdu.columns.names
+    for name, (low, high) in limits.items():
+        n = names.index(name) + 1
+        hdu.header[f"TLMIN{n}"] = low
+        hdu.header[f"TLMAX{n}"] = high
+    hdu.header["HDUCLASS"] = ("OGIP", "format conforms to OGIP standards")
+    hdu.header["HDUCLAS1"] = ("EVENTS", "event list")
+    hdu.header["HDUCLAS2"] = ("ALL", "every event, before screening")
+    hdu.header["CHANTYPE"] = ("PI", "PI: 10 eV channels")
+    hdu.header["GAINAPP"] = (True, "temperature-dependent gain applied")
+    hdu.header["CTIAPP"] = (True, "CTI correction applied")
+    hdu.header["SPLITTHR"] = (float(calibrated["split_ev"]), "[eV] split threshold")
+    hdu.header["EVENTTHR"] = (float(calibrated["event_ev"]), "[eV] event threshold")
+    return hdu
+
+
+def copy_header_keywords(source: fits.Header, target: fits.Header) -> None:
+    """Copy the non-structural keywords of ``source`` onto ``target`` (a new header)."""
+    for card in source.cards:
+        key = card.keyword
+        if key in ("", "COMMENT", "HISTORY") or key in target or _structural(key):
+            continue
+        target[key] = (card.value, card.comment)
+
+
+_STRUCTURAL_KEYWORDS = frozenset(
+    ("SIMPLE", "EXTEND", "XTENSION", "BITPIX", "NAXIS", "NAXIS1", "NAXIS2", "PCOUNT", "GCOUNT")
+    + ("TFIELDS", "EXTNAME", "CREATOR")
+)
+_STRUCTURAL = ("TTYPE", "TFORM", "TUNIT", "TLMIN", "TLMAX", "TDIM", "TNULL", "TSCAL", "TZERO")
+
+
+def _structural(key: str) -> bool:
+    return key in (
+        "XTENSION",
+        "BITPIX",
+        "NAXIS",
+        "NAXIS1",
+        "NAXIS2",
+        "PCOUNT",
+        "GCOUNT",
+        "TFIELDS",
+        "EXTNAME",
+    ) or key.startswith(_STRUCTURAL)
+
+
+def primary_with_creator(source: fits.PrimaryHDU, creator: str) -> fits.PrimaryHDU:
+    """A copy of the L0 primary HDU whose CREATOR names the brick that wrote the file."""
+    primary = fits.PrimaryHDU(header=source.header.copy())
+    primary.header["CREATOR"] = (creator, "brick and version that wrote the file")
+    return primary
+
+
+def _run(inputs: dict[str, Any], calibration: dict[str, Any], config: CalibrateConfig) -> dict:
+    l0 = inputs["l0"]
+    validate_l0(l0)
+    cal = {codename: require_calibration(calibration, codename, "calibrate") for codename in CALDB}
+    calibrated = calibrate_events(l0["EVENTS"], l0["HK"], cal)
+    calibrated["split_ev"] = cal["GRADES"].split_threshold_ev
+    calibrated["event_ev"] = cal["GRADES"].event_threshold_ev
+    cal_events = fits.HDUList(
+        [
+            primary_with_creator(l0[0], f"mxt-calibrate {VERSION}"),
+            _events_hdu(l0["EVENTS"], l0[0].header, calibrated),
+            l0["HK"].copy(),
+            l0["ATTITUDE"].copy(),
+        ]
+    )
+    return {"cal_events": cal_events}
+
+
+BRICK = Brick(
+    name="calibrate",
+    version=VERSION,
+    inputs=(Product("l0", "mxt_l0.fits", "fits"),),
+    outputs=(Product("cal_events", "mxt_cal_evt.fits", "fits"),),
+    caldb=CALDB,
+    config=CalibrateConfig,
+    run=_run,
+)

@@ -1,0 +1,162 @@
+"""Coordinates brick: calibrated events → L1 events with DETX/DETY, sky X/Y and RA/Dec.
+
+The model of Swift-XRT's coordinator:
+
+1. the attitude (RA, Dec, ROLL at 1 Hz) is interpolated at each event time, in the
+   tangent plane of the nominal pointing (so RA wrapping through 0/360 and pointings
+   near a pole interpolate correctly) and with the roll unwrapped;
+2. RAW → DET: DETX/DETY = RAWX/RAWY in this model (kept apart for future teldef offsets);
+3. DET → standard coordinates about the event's pointing (gnomonic, +DETY at position
+   angle ROLL, +DETX at ROLL − 90°) → RA/Dec (a vectorised spherical rotation);
+4. RA/Dec → sky X/Y on the grid of bricks/wcs.py, with the OGIP event-file WCS keywords.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from astropy.io import fits
+
+from bricks.base import Brick, BrickConfig, Product
+from bricks.calibrate import copy_header_keywords, primary_with_creator
+from bricks.calibration import Geometry, require_calibration
+from bricks.errors import Unprocessable
+from bricks.wcs import (
+    detector_to_standard,
+    event_wcs_keywords,
+    radec_to_standard,
+    sky_pixels,
+    standard_to_radec,
+)
+
+VERSION = "1.0.0"
+CALDB = ("TELDEF",)
+CHUNK_EVENTS = 1 << 18  # bounds the float64 temporaries of the projections
+
+
+class CoordinatesConfig(BrickConfig):
+    """The coordinates brick has no parameters: the geometry comes from the CALDB."""
+
+
+def interpolate_attitude(
+    attitude: fits.BinTableHDU, time: np.ndarray, ra_pnt: float, dec_pnt: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Pointing (RA, Dec, ROLL) in degrees at ``time`` (mission s).
+
+    Interpolated linearly in the tangent plane of the nominal pointing (RA_PNT, DEC_PNT)
+    and, for the roll, on the unwrapped angle; clamped at the first and last rows.
+    """
+    data = attitude.data
+    if len(data) == 0:
+        raise Unprocessable("ATTITUDE table has no rows: events cannot be placed", hdu="ATTITUDE")
+    xi, eta = radec_to_standard(data["RA"], data["DEC"], ra_pnt, dec_pnt)
+    if not (np.isfinite(xi).all() and np.isfinite(eta).all()):
+        raise Unprocessable(
+            "ATTITUDE points more than 90 deg away from RA_PNT/DEC_PNT", hdu="ATTITUDE"
+        )
+    roll = np.degrees(np.unwrap(np.radians(np.asarray(data["ROLL"], dtype=np.float64))))
+    t = np.asarray(data["TIME"], dtype=np.float64)
+    ra, dec = standard_to_radec(np.interp(time, t, xi), np.interp(time, t, eta), ra_pnt, dec_pnt)
+    return ra, dec, np.interp(time, t, roll)
+
+
+def event_sky_positions(
+    time: np.ndarray,
+    detx: np.ndarray,
+    dety: np.ndarray,
+    attitude: fits.BinTableHDU,
+    pointing: tuple[float, float],
+    geometry: Geometry,
+) -> dict[str, np.ndarray]:
+    """RA, DEC (deg) and sky X, Y (pixels) of events at detector positions DETX/DETY."""
+    ra_pnt, dec_pnt = pointing
+    n = time.size
+    out = {
+        "RA": np.empty(n, dtype=np.float64),
+        "DEC": np.empty(n, dtype=np.float64),
+        "X": np.empty(n, dtype=np.float32),
+        "Y": np.empty(n, dtype=np.float32),
+    }
+    for start in range(0, n, CHUNK_EVENTS):
+        part = slice(start, start + CHUNK_EVENTS)
+        ra_t, dec_t, roll_t = interpolate_attitude(attitude, time[part], ra_pnt, dec_pnt)
+        xi, eta = detector_to_standard(
+            detx[part] - geometry.axis_x, dety[part] - geometry.axis_y, roll_t, geometry
+        )
+        ra, dec = standard_to_radec(xi, eta, ra_t, dec_t)
+        x, y = sky_pixels(ra, dec, ra_pnt, dec_pnt)
+        out["RA"][part], out["DEC"][part], out["X"][part], out["Y"][part] = ra, dec, x, y
+    return out
+
+
+def _events_hdu(events: fits.BinTableHDU, positions: dict[str, np.ndarray]) -> fits.BinTableHDU:
+    new_columns = [
+        fits.Column(name="DETX", format="1E", unit="pixel", array=positions["DETX"]),
+        fits.Column(name="DETY", format="1E", unit="pixel", array=positions["DETY"]),
+        fits.Column(name="X", format="1E", unit="pixel", array=positions["X"]),
+        fits.Column(name="Y", format="1E", unit="pixel", array=positions["Y"]),
+        fits.Column(name="RA", format="1D", unit="deg", array=positions["RA"]),
+        fits.Column(name="DEC", format="1D", unit="deg", array=positions["DEC"]),
+    ]
+    hdu = fits.BinTableHDU.from_columns(events.columns + fits.ColDefs(new_columns), name="EVENTS")
+    for card in events.header.cards:
+        if card.keyword.startswith(("TLMIN", "TLMAX")):
+            hdu.header[card.keyword] = card.value
+    copy_header_keywords(events.header, hdu.header)
+    names = hdu.columns.names
+    for axis in ("DETX", "DETY"):
+        n = names.index(axis) + 1
+        hdu.header[f"TLMIN{n}"] = 0
+        hdu.header[f"TLMAX{n}"] = 255
+    header = hdu.header
+    wcs = event_wcs_keywords(
+        header["RA_PNT"], header["DEC_PNT"], names.index("X") + 1, names.index("Y") + 1
+    )
+    for key, value in wcs.items():
+        header[key] = value
+    header["HDUCLAS2"] = ("ALL", "every event, before screening")
+    return hdu
+
+
+def _run(inputs: dict[str, Any], calibration: dict[str, Any], config: CoordinatesConfig) -> dict:
+    cal_events = inputs["cal_events"]
+    geometry: Geometry = require_calibration(calibration, "TELDEF", "coordinates")
+    events = cal_events["EVENTS"]
+    header = cal_events[0].header
+    missing = [k for k in ("RA_PNT", "DEC_PNT") if k not in header]
+    if missing:
+        raise Unprocessable(f"cal_events primary header lacks {missing}", keyword=missing[0])
+    data = events.data
+    # DET = RAW in this model; a teldef offset or rotation would be applied here
+    detx = np.asarray(data["RAWX"], dtype=np.float32)
+    dety = np.asarray(data["RAWY"], dtype=np.float32)
+    positions = event_sky_positions(
+        np.asarray(data["TIME"], dtype=np.float64),
+        detx,
+        dety,
+        cal_events["ATTITUDE"],
+        (float(header["RA_PNT"]), float(header["DEC_PNT"])),
+        geometry,
+    )
+    positions.update(DETX=detx, DETY=dety)
+    l1 = fits.HDUList(
+        [
+            primary_with_creator(cal_events[0], f"mxt-coordinates {VERSION}"),
+            _events_hdu(events, positions),
+            cal_events["HK"].copy(),
+            cal_events["ATTITUDE"].copy(),
+        ]
+    )
+    return {"l1_events": l1}
+
+
+BRICK = Brick(
+    name="coordinates",
+    version=VERSION,
+    inputs=(Product("cal_events", "mxt_cal_evt.fits", "fits"),),
+    outputs=(Product("l1_events", "mxt_l1_evt.fits", "fits"),),
+    caldb=CALDB,
+    config=CoordinatesConfig,
+    run=_run,
+)
