@@ -9,7 +9,10 @@ background is flat over the detector. The attitude is one row per second.
 
 from __future__ import annotations
 
+import re
+import subprocess
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 from astropy.io import fits
@@ -165,3 +168,15 @@ def l2_hdulist(scene: Scene, columns: dict[str, np.ndarray] | None = None) -> fi
         name="ATTITUDE",
     )
     return fits.HDUList([fits.PrimaryHDU(), events, gti, attitude])
+
+
+def fitsverify_errors(hdul: fits.HDUList, path: Path) -> tuple[int, str]:
+    """Write ``hdul`` to ``path``, run ``fitsverify`` on it: (number of errors, report)."""
+    hdul.writeto(path, overwrite=True)
+    done = subprocess.run(
+        ["fitsverify", "-q", "-e", str(path)], capture_output=True, text=True, check=False
+    )
+    report = done.stdout + done.stderr
+    found = re.search(r"(\d+) error", report)
+    errors = int(found.group(1)) if found else (0 if done.returncode == 0 else 1)
+    return errors, report
