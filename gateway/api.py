@@ -1,0 +1,317 @@
+"""The OpenFaaS gateway API (``/system/*``, ``/async-function/*``, ``/healthz``).
+
+JSON shapes follow OpenFaaS (``FunctionStatus``, ``FunctionDeployment``,
+``ScaleServiceRequest``, ``logs.Message``), so faas-cli works against it. Basic auth
+on ``/system/*`` is checked by the dispatcher in ``gateway.app`` before these run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import platform as host_platform
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from importlib.metadata import version
+from typing import Any
+from urllib.parse import urlsplit
+
+import orjson
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+from bricks.errors import BadInput, Conflict, MxtError, NotFound, PayloadTooLarge
+from gateway import messages as m
+from gateway.calls import enqueue
+from gateway.deadletters import list_dead_letters, redrive
+from gateway.functions import FunctionSpec
+from gateway.platform import Platform
+from gateway.provider import Deployment
+from gateway.proxy import HOP_BY_HOP
+
+MAX_REPLICAS = 32
+# request headers that stay with the gateway instead of travelling with an async call
+_NOT_FORWARDED = HOP_BY_HOP | {b"authorization", b"x-call-id", b"x-callback-url", b"cookie"}
+
+
+def iso(timestamp: float) -> str:
+    """RFC 3339 UTC time of a Unix time in seconds."""
+    return datetime.fromtimestamp(timestamp, UTC).isoformat().replace("+00:00", "Z")
+
+
+def function_status(deployment: Deployment) -> dict[str, Any]:
+    """OpenFaaS ``FunctionStatus`` of a deployment (plus our ``handler``)."""
+    spec = deployment.spec
+    return {
+        "name": spec.name,
+        "image": spec.image or f"mxt/{spec.name}:local",
+        "namespace": "openfaas-fn",
+        "envProcess": f"python -m gateway.runtime --handler {spec.handler}",
+        "envVars": spec.env,
+        "constraints": [],
+        "secrets": [],
+        "labels": spec.labels,
+        "annotations": spec.annotations,
+        "limits": None,
+        "requests": None,
+        "readOnlyRootFilesystem": False,
+        "invocationCount": deployment.invocations,
+        "replicas": deployment.desired,
+        "availableReplicas": len(deployment.ready),
+        "createdAt": iso(deployment.created_at),
+        "handler": str(spec.handler),
+        "source": spec.source,
+    }
+
+
+async def json_body(request: Request) -> dict[str, Any]:
+    """The request's JSON object, or 400 naming what is wrong."""
+    raw = await request.body()
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise BadInput(f"request body is not JSON: {exc}", field="body") from None
+    if not isinstance(body, dict):
+        raise BadInput("request body must be a JSON object", field="body")
+    return body
+
+
+def create_api(platform: Platform) -> Starlette:
+    """The Starlette app of the API, bound to a platform."""
+    provider = platform.provider
+
+    def deployment_of(name: str) -> Deployment:
+        deployment = provider.deployments.get(name)
+        if deployment is None:
+            raise NotFound(f"no function named {name!r}", function=name)
+        return deployment
+
+    async def healthz(request: Request) -> Response:
+        return Response("OK", media_type="text/plain")
+
+    async def info(request: Request) -> JSONResponse:
+        release = version("mxt")
+        return JSONResponse(
+            {
+                "provider": {
+                    "provider": "mxt-local",
+                    "orchestration": "processes",
+                    "version": {"release": release, "sha": "", "commit_message": ""},
+                },
+                "version": {"release": release, "sha": "", "commit_message": ""},
+                "arch": host_platform.machine(),
+            }
+        )
+
+    async def list_functions(request: Request) -> JSONResponse:
+        return JSONResponse([function_status(d) for d in provider.deployments.values()])
+
+    async def get_function(request: Request) -> JSONResponse:
+        return JSONResponse(function_status(deployment_of(request.path_params["name"])))
+
+    async def deploy(request: Request) -> Response:
+        spec = FunctionSpec.from_deploy_request(
+            await json_body(request), platform.settings.stack_file.resolve().parent
+        )
+        exists = spec.name in provider.deployments
+        if request.method == "POST" and exists:
+            raise Conflict(f"function {spec.name!r} exists; update it with PUT", function=spec.name)
+        if request.method == "PUT" and not exists:
+            raise NotFound(f"no function named {spec.name!r} to update", function=spec.name)
+        await provider.deploy(spec)
+        return Response(status_code=202)
+
+    async def delete(request: Request) -> Response:
+        body = await json_body(request)
+        name = body.get("functionName")
+        if not isinstance(name, str):
+            raise BadInput("delete request needs the field 'functionName'", field="functionName")
+        if not await provider.remove(name):
+            raise NotFound(f"no function named {name!r}", function=name)
+        return Response(status_code=202)
+
+    async def scale(request: Request) -> Response:
+        deployment = deployment_of(request.path_params["name"])
+        replicas = (await json_body(request)).get("replicas")
+        if not isinstance(replicas, int) or isinstance(replicas, bool):
+            raise BadInput("field 'replicas' must be an integer", field="replicas")
+        if not 0 <= replicas <= MAX_REPLICAS:
+            raise BadInput(f"field 'replicas' must be 0 to {MAX_REPLICAS}", field="replicas")
+        await deployment.scale(replicas)
+        return Response(status_code=202)
+
+    async def logs(request: Request) -> StreamingResponse:
+        params = request.query_params
+        name = params.get("name")
+        if not name:
+            raise BadInput("query parameter 'name' (the function) is required", field="name")
+        deployment = deployment_of(name)
+        since = _parse_since(params.get("since"))
+        tail = _parse_int(params.get("tail"), "tail")
+        follow = params.get("follow", "false").lower() in ("1", "true", "yes")
+        return StreamingResponse(
+            _log_lines(deployment, since, tail, follow), media_type="application/x-ndjson"
+        )
+
+    async def dead_letters(request: Request) -> JSONResponse:
+        limit = _parse_int(request.query_params.get("limit"), "limit") or 100
+        letters = await list_dead_letters(platform.js, limit)
+        return JSONResponse(
+            [{"seq": seq, **letter.model_dump(mode="json")} for seq, letter in letters]
+        )
+
+    async def redrive_letter(request: Request) -> JSONResponse:
+        call = await redrive(platform.js, platform.calls, request.path_params["call_id"])
+        return JSONResponse(
+            {"call_id": call.call_id, "function": call.function, "redrives": call.redrives},
+            status_code=202,
+        )
+
+    async def call_status(request: Request) -> JSONResponse:
+        call_id = request.path_params["call_id"]
+        status = await platform.calls.get(call_id)
+        if status is None:
+            raise NotFound(f"no async call with id {call_id!r}", call_id=call_id)
+        return JSONResponse(status.model_dump(mode="json"))
+
+    async def invoke_async(request: Request) -> Response:
+        deployment = deployment_of(request.path_params["name"])
+        if deployment.spec.write_protected and not platform.auth.allows(
+            request.headers.get("authorization")
+        ):
+            return JSONResponse(
+                {"kind": "bad_input", "reason": "basic auth required for this function"},
+                status_code=401,
+                headers={"WWW-Authenticate": 'Basic realm="mxt"'},
+            )
+        call = m.AsyncCall(
+            call_id=_call_id(request),
+            function=deployment.spec.name,
+            path=request.path_params.get("path", ""),
+            method=request.method,
+            query=request.url.query,
+            headers={
+                k.decode("latin-1"): v.decode("latin-1")
+                for k, v in request.headers.raw
+                if k not in _NOT_FORWARDED
+            },
+            body_b64=m.AsyncCall.encode_body(
+                await _limited_body(request, platform.settings.max_async_body_bytes)
+            ),
+            callback_url=_callback_url(request),
+        )
+        queued = await enqueue(platform.js, platform.calls, call)
+        headers = {"X-Call-Id": call.call_id, "X-Start-Time": str(int(call.enqueued_at * 1e9))}
+        if not queued:
+            headers["X-Duplicate"] = "true"
+        return Response(status_code=202, headers=headers)
+
+    async def mxt_error(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, MxtError)
+        return JSONResponse(exc.to_dict(), status_code=exc.http_status)
+
+    async def http_error(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, HTTPException)
+        reason = exc.detail if exc.status_code != 404 else f"no route for {request.url.path}"
+        return JSONResponse({"kind": "bad_input", "reason": reason}, status_code=exc.status_code)
+
+    methods = ["GET", "POST", "PUT", "PATCH", "DELETE"]
+    routes = [
+        Route("/healthz", healthz),
+        Route("/system/info", info),
+        Route("/system/functions", list_functions, methods=["GET"]),
+        Route("/system/functions", deploy, methods=["POST", "PUT"]),
+        Route("/system/functions", delete, methods=["DELETE"]),
+        Route("/system/function/{name}", get_function),
+        Route("/system/scale-function/{name}", scale, methods=["POST"]),
+        Route("/system/logs", logs),
+        Route("/system/dead-letters", dead_letters),
+        Route("/system/dead-letters/{call_id}/redrive", redrive_letter, methods=["POST"]),
+        Route("/async-function/status/{call_id}", call_status, methods=["GET"]),
+        Route("/async-function/{name}", invoke_async, methods=methods),
+        Route("/async-function/{name}/{path:path}", invoke_async, methods=methods),
+    ]
+    return Starlette(
+        routes=routes, exception_handlers={MxtError: mxt_error, HTTPException: http_error}
+    )
+
+
+def _parse_int(text: str | None, field: str) -> int | None:
+    if text is None or text == "":
+        return None
+    try:
+        value = int(text)
+    except ValueError:
+        raise BadInput(f"query parameter {field!r} must be an integer", field=field) from None
+    if value < 0:
+        raise BadInput(f"query parameter {field!r} must be ≥ 0", field=field)
+    return value
+
+
+def _parse_since(text: str | None) -> float | None:
+    if not text:
+        return None
+    try:
+        return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        raise BadInput(
+            f"query parameter 'since' must be an RFC 3339 time, not {text!r}", field="since"
+        ) from None
+
+
+async def _log_lines(
+    deployment: Deployment, since: float | None, tail: int | None, follow: bool
+) -> AsyncIterator[bytes]:
+    name = deployment.spec.name
+    queue = deployment.book.follow() if follow else None
+    try:
+        for line in deployment.book.tail(since, tail):
+            yield line.openfaas_json(name) + b"\n"
+        while queue is not None:
+            try:
+                line = await asyncio.wait_for(queue.get(), 15.0)
+            except TimeoutError:
+                continue
+            yield line.openfaas_json(name) + b"\n"
+    finally:
+        if queue is not None:
+            deployment.book.unfollow(queue)
+
+
+def _call_id(request: Request) -> str:
+    supplied = request.headers.get("x-call-id")
+    if supplied is None:
+        return m.new_call_id()
+    if not m.CALL_ID_PATTERN.match(supplied):
+        raise BadInput(
+            "header X-Call-Id must be 1-128 characters of letters, digits, '-', '_' or '='",
+            field="X-Call-Id",
+        )
+    return supplied
+
+
+def _callback_url(request: Request) -> str | None:
+    url = request.headers.get("x-callback-url")
+    if url is None:
+        return None
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise BadInput(
+            f"header X-Callback-Url must be an http(s) URL, not {url!r}", field="X-Callback-Url"
+        )
+    return url
+
+
+async def _limited_body(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLarge(f"async request body larger than {limit} bytes", limit=limit)
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(f"async request body larger than {limit} bytes", limit=limit)
+        chunks.append(chunk)
+    return b"".join(chunks)

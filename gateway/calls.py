@@ -1,0 +1,71 @@
+"""Enqueueing durable async calls and reading their status.
+
+Shared by the gateway (``/async-function``), the topic connector and the dead-letter
+redrive, so that every way into the queue dedupes and records status the same way.
+"""
+
+from __future__ import annotations
+
+import time
+
+from nats.js import JetStreamContext
+from nats.js.errors import KeyNotFoundError
+from nats.js.kv import KeyValue
+
+from gateway import messages as m
+
+
+class CallStore:
+    """The call-status bucket: one :class:`CallStatus` per call id."""
+
+    def __init__(self, kv: KeyValue) -> None:
+        self.kv = kv
+
+    async def get(self, call_id: str) -> m.CallStatus | None:
+        """The status of a call, or ``None`` when the id is unknown (or expired)."""
+        try:
+            entry = await self.kv.get(call_id)
+        except KeyNotFoundError:
+            return None
+        if not entry.value:
+            return None
+        return m.CallStatus.model_validate_json(entry.value)
+
+    async def put(self, status: m.CallStatus) -> None:
+        """Record a new state of a call."""
+        status.updated_at = time.time()
+        await self.kv.put(status.call_id, status.to_bytes())
+
+
+async def enqueue(
+    js: JetStreamContext, store: CallStore, call: m.AsyncCall, msg_id: str | None = None
+) -> bool:
+    """Publish an async call on its function's subject, deduplicated on the call id.
+
+    Parameters
+    ----------
+    msg_id
+        The ``Nats-Msg-Id`` (the call id unless a redrive needs a fresh one).
+
+    Returns
+    -------
+    bool
+        ``True`` when queued now, ``False`` when the call id was seen already.
+    """
+    if msg_id is None and await store.get(call.call_id) is not None:
+        return False
+    # status first: the worker may pick the call up before publish() returns
+    await store.put(
+        m.CallStatus(
+            call_id=call.call_id,
+            function=call.function,
+            state="queued",
+            enqueued_at=call.enqueued_at,
+        )
+    )
+    ack = await js.publish(
+        m.async_subject(call.function),
+        call.to_bytes(),
+        headers={"Nats-Msg-Id": msg_id or call.call_id},
+    )
+    return not ack.duplicate

@@ -1,0 +1,58 @@
+"""Settings of the gateway, the local provider, the queue worker and the connector.
+
+Read lazily from the environment (``MXT_*``, see docs/development.md), so tests and
+the embedded stack set them per process without a ``.env`` file.
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from storage.settings import default_data_dir
+
+
+class GatewaySettings(BaseSettings):
+    """Everything the gateway process and the queue worker read from the environment.
+
+    Sizes are in bytes, durations in seconds.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="MXT_", extra="ignore")
+
+    data_dir: Path = Field(default_factory=default_data_dir)
+    nats_url: str = "nats://127.0.0.1:4222"
+    secrets_dir: Path | None = None
+    gateway_url: str = "http://127.0.0.1:8080"
+    stack_file: Path = Path("stack.yml")
+    host: str = "127.0.0.1"
+    port: int = 8080
+    # sync request bodies above this are refused with 413
+    max_body_bytes: int = 64 * 1024 * 1024
+    # async bodies travel inside one NATS message (limit 1 MiB, base64 grows them by 4/3)
+    max_async_body_bytes: int = 700 * 1024
+    upstream_timeout: float = 60.0
+    max_attempts: int = 5
+    retry_base_delay: float = 0.5
+    retry_max_delay: float = 60.0
+    worker_concurrency: int = 64
+    # seconds an async call may take before the worker gives up on it (504, retried)
+    async_timeout: float = 300.0
+    dedupe_window: float = 600.0
+    call_status_ttl: float = 7 * 24 * 3600.0
+    lazy_start: bool = False
+    start_timeout: float = 30.0
+    log_lines: int = 2000
+
+    @cached_property
+    def secrets_path(self) -> Path:
+        """The directory of secret files (``MXT_SECRETS_DIR`` or ``DATA_DIR/secrets``)."""
+        return self.secrets_dir or self.data_dir / "secrets"
+
+    @property
+    def logs_dir(self) -> Path:
+        """Where the function processes' captured output is written, one file each."""
+        return self.data_dir / "logs"

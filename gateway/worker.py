@@ -1,0 +1,327 @@
+"""The queue worker: runs durable async calls from ``MXT_ASYNC`` through the gateway.
+
+At-least-once: a message is acked only after its outcome is recorded (status,
+completion event, callback). Transient failures (5xx, 408, 425, 429, timeouts,
+refused connections) are retried with exponential backoff and jitter, honouring
+``Retry-After``, by ``nak(delay)``; the attempt number is JetStream's delivery count,
+so a worker that dies mid-call also counts an attempt. After ``max_attempts`` the call
+goes to ``MXT_DLQ``; 4xx answers fail at once. Runs inside ``mxt up`` and alone as
+``mxt worker`` (several workers share one durable consumer).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import email.utils
+import logging
+import random
+import time
+from dataclasses import dataclass
+
+import aiohttp
+from nats.errors import ConnectionClosedError
+from nats.errors import TimeoutError as NatsTimeoutError
+from nats.js import JetStreamContext
+from nats.js.errors import FetchTimeoutError
+from pydantic import ValidationError
+
+from bricks.errors import classify_status
+from gateway import messages as m
+from gateway.auth import basic_auth_header
+from gateway.calls import CallStore
+from gateway.settings import GatewaySettings
+
+log = logging.getLogger("mxt.gateway.worker")
+
+PROGRESS_PERIOD = 10.0  # seconds between in_progress() of a long call (ack_wait is 30 s)
+CALLBACK_DELAYS = (0.2, 1.0, 3.0)  # seconds before each callback retry
+COMPLETION_BODY_LIMIT = 256 * 1024  # bytes of the function's body kept in a completion
+DRAIN_TIMEOUT = 10.0  # seconds calls in flight get to finish on stop
+
+
+@dataclass
+class Outcome:
+    """What one attempt of a call gave; ``duration`` in seconds, ``retry_after`` too."""
+
+    status: int | None
+    body: bytes = b""
+    content_type: str | None = None
+    duration: float = 0.0
+    error: str | None = None
+    retry_after: float | None = None
+
+    @property
+    def kind(self) -> str:
+        """The taxonomy kind: ok, transient, bad_input or unprocessable."""
+        return "transient" if self.status is None else classify_status(self.status)
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    """Seconds from a ``Retry-After`` header (delta seconds or an HTTP date)."""
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    with contextlib.suppress(TypeError, ValueError):
+        return max(0.0, email.utils.parsedate_to_datetime(value).timestamp() - time.time())
+    return None
+
+
+def retry_delay(attempt: int, settings: GatewaySettings, retry_after: float | None) -> float:
+    """Seconds before attempt ``attempt + 1``: exponential with jitter, or ``Retry-After``."""
+    if retry_after is not None:
+        return min(retry_after, settings.retry_max_delay)
+    delay = settings.retry_base_delay * 2 ** (attempt - 1)
+    return min(delay * random.uniform(0.5, 1.5), settings.retry_max_delay)
+
+
+def error_reason(outcome: Outcome) -> str:
+    """A sentence on a failed attempt, with the function's own reason when it gave one."""
+    if outcome.error:
+        return outcome.error
+    text = outcome.body[:500].decode("utf-8", "replace")
+    return f"HTTP {outcome.status}: {text}"
+
+
+class QueueWorker:
+    """Pulls async calls and runs them, ``worker_concurrency`` at a time.
+
+    Parameters
+    ----------
+    password
+        The gateway's admin password (write-protected functions need it).
+    """
+
+    def __init__(
+        self,
+        settings: GatewaySettings,
+        js: JetStreamContext,
+        calls: CallStore,
+        password: str,
+    ) -> None:
+        self.settings = settings
+        self.js = js
+        self.calls = calls
+        self.auth_header = basic_auth_header(password)
+        self.inflight: set[asyncio.Task[None]] = set()
+        self.stopping = False
+        self._loop_task: asyncio.Task[None] | None = None
+        self._slot_freed = asyncio.Event()
+        self.session: aiohttp.ClientSession | None = None
+
+    async def start(self) -> None:
+        """Bind to the durable consumer and start pulling."""
+        self.session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=0, keepalive_timeout=30),
+            auto_decompress=False,
+        )
+        self.sub = await self.js.pull_subscribe_bind(m.WORKER_DURABLE, stream=m.ASYNC_STREAM)
+        self._loop_task = asyncio.create_task(self._pull_loop(), name="queue worker")
+
+    async def stop(self) -> None:
+        """Stop pulling, let calls in flight finish (bounded), then close."""
+        self.stopping = True
+        if self._loop_task is not None:
+            self._loop_task.cancel()
+            await asyncio.gather(self._loop_task, return_exceptions=True)
+        if self.inflight:
+            await asyncio.wait(self.inflight, timeout=DRAIN_TIMEOUT)
+        for task in self.inflight:
+            task.cancel()
+        await asyncio.gather(*self.inflight, return_exceptions=True)
+        with contextlib.suppress(Exception):
+            await self.sub.unsubscribe()
+        if self.session is not None:
+            await self.session.close()
+
+    async def _pull_loop(self) -> None:
+        limit = self.settings.worker_concurrency
+        while not self.stopping:
+            free = limit - len(self.inflight)
+            if free <= 0:
+                self._slot_freed.clear()
+                await self._slot_freed.wait()
+                continue
+            try:
+                batch = await self.sub.fetch(min(free, 128), timeout=1.0)
+            except (FetchTimeoutError, NatsTimeoutError, TimeoutError):
+                continue
+            except ConnectionClosedError:
+                return
+            except Exception:  # noqa: BLE001 - NATS reconnecting: try again shortly
+                log.exception("fetch from %s failed", m.ASYNC_STREAM)
+                await asyncio.sleep(0.5)
+                continue
+            for msg in batch:
+                task = asyncio.create_task(self.process(msg))
+                self.inflight.add(task)
+                task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self.inflight.discard(task)
+        self._slot_freed.set()
+        if not task.cancelled() and task.exception() is not None:
+            log.error("async call failed in the worker: %r", task.exception())
+
+    async def process(self, msg: object) -> None:
+        """Run one delivery of a call and settle it (ack, nak with delay, or dead letter)."""
+        attempt = msg.metadata.num_delivered
+        try:
+            call = m.AsyncCall.from_bytes(msg.data)
+        except ValidationError as exc:
+            log.error("unreadable message on %s, terminated: %s", msg.subject, exc)
+            await msg.term()
+            return
+        status = m.CallStatus(
+            call_id=call.call_id,
+            function=call.function,
+            state="running",
+            attempts=attempt,
+            enqueued_at=call.enqueued_at,
+        )
+        await self.calls.put(status)
+        progress = asyncio.create_task(self._keep_alive(msg))
+        try:
+            outcome = await self.invoke(call)
+        finally:
+            progress.cancel()
+        status.status_code, status.duration = outcome.status, outcome.duration
+        if outcome.kind == "ok":
+            await self._finish(msg, call, outcome, status, "succeeded")
+        elif outcome.kind != "transient":
+            status.last_error = error_reason(outcome)
+            await self._finish(msg, call, outcome, status, "failed")
+        elif attempt < self.settings.max_attempts:
+            status.state, status.last_error = "queued", error_reason(outcome)
+            await self.calls.put(status)
+            await msg.nak(delay=retry_delay(attempt, self.settings, outcome.retry_after))
+        else:
+            status.last_error = error_reason(outcome)
+            await self._dead_letter(call, outcome, status)
+            await self._finish(msg, call, outcome, status, "dead-lettered")
+
+    async def _keep_alive(self, msg: object) -> None:
+        while True:
+            await asyncio.sleep(PROGRESS_PERIOD)
+            with contextlib.suppress(Exception):
+                await msg.in_progress()
+
+    async def invoke(self, call: m.AsyncCall) -> Outcome:
+        """One attempt: the call through the gateway's ``/function/`` route."""
+        assert self.session is not None
+        url = f"{self.settings.gateway_url}/function/{call.function}"
+        if call.path:
+            url += "/" + call.path.lstrip("/")
+        if call.query:
+            url += "?" + call.query
+        headers = dict(call.headers)
+        headers["X-Call-Id"] = call.call_id
+        headers["Authorization"] = self.auth_header
+        started = time.monotonic()
+        try:
+            async with self.session.request(
+                call.method,
+                url,
+                data=call.body,
+                headers=headers,
+                timeout=aiohttp.ClientTimeout(total=self.settings.async_timeout),
+            ) as resp:
+                body = await resp.read()
+                return Outcome(
+                    status=resp.status,
+                    body=body,
+                    content_type=resp.headers.get("Content-Type"),
+                    duration=time.monotonic() - started,
+                    retry_after=parse_retry_after(resp.headers.get("Retry-After")),
+                )
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            return Outcome(
+                status=None,
+                duration=time.monotonic() - started,
+                error=f"gateway unreachable or too slow: {type(exc).__name__}: {exc}",
+            )
+
+    async def _dead_letter(self, call: m.AsyncCall, outcome: Outcome, status: m.CallStatus) -> None:
+        letter = m.DeadLetter(
+            call=call,
+            reason=status.last_error or "retries exhausted",
+            attempts=status.attempts,
+            status_code=outcome.status,
+        )
+        await self.js.publish(
+            m.dlq_subject(call.function),
+            letter.to_bytes(),
+            headers={"Nats-Msg-Id": f"{call.call_id}:dlq:{call.redrives}"},
+        )
+
+    async def _finish(
+        self,
+        msg: object,
+        call: m.AsyncCall,
+        outcome: Outcome,
+        status: m.CallStatus,
+        state: str,
+    ) -> None:
+        status.state = state  # type: ignore[assignment]
+        await self.calls.put(status)
+        completed = m.CallCompleted(
+            call_id=call.call_id,
+            function=call.function,
+            state=state,  # type: ignore[arg-type]
+            status_code=outcome.status,
+            attempts=status.attempts,
+            duration=outcome.duration,
+            content_type=outcome.content_type,
+            error=status.last_error,
+        )
+        if len(outcome.body) <= COMPLETION_BODY_LIMIT:
+            completed.body_b64 = m.AsyncCall.encode_body(outcome.body)
+        else:
+            completed.body_truncated = True
+        await self.js.publish(
+            m.completed_subject(call.function),
+            completed.to_bytes(),
+            headers={"Nats-Msg-Id": f"{call.call_id}:done:{call.redrives}"},
+        )
+        if call.callback_url:
+            await self.callback(call, outcome, status.attempts)
+        await msg.ack()
+
+    async def callback(self, call: m.AsyncCall, outcome: Outcome, attempts: int) -> bool:
+        """POST the function's answer to ``X-Callback-Url``; retried a few times.
+
+        Returns
+        -------
+        bool
+            Whether the receiver answered with a 2xx.
+        """
+        assert self.session is not None and call.callback_url
+        headers = {
+            "X-Call-Id": call.call_id,
+            "X-Function-Name": call.function,
+            "X-Function-Status": str(outcome.status or 502),
+            "X-Duration-Seconds": f"{outcome.duration:.6f}",
+            "X-Retry-Count": str(max(0, attempts - 1)),
+        }
+        if outcome.content_type:
+            headers["Content-Type"] = outcome.content_type
+        for delay in (0.0, *CALLBACK_DELAYS):
+            await asyncio.sleep(delay)
+            try:
+                async with self.session.post(
+                    call.callback_url,
+                    data=outcome.body,
+                    headers=headers,
+                    timeout=aiohttp.ClientTimeout(total=10),
+                ) as resp:
+                    if resp.status < 300:
+                        return True
+                    if resp.status < 500 and resp.status not in (408, 429):
+                        break
+            except (aiohttp.ClientError, TimeoutError):
+                continue
+        log.error("callback of call %s to %s failed", call.call_id, call.callback_url)
+        return False

@@ -1,0 +1,314 @@
+"""The embedded stack: ``mxt up`` in one process tree, and :class:`EmbeddedStack` for tests.
+
+``run_stack`` starts nats-server from the wheel (unless a NATS URL is given), makes
+the secrets directory and a random admin password on first start, writes a state
+file (``DATA_DIR/mxt-up.json``) for ``mxt down/status/ls``, and serves the gateway,
+the local provider, the queue worker and the topic connector on one port until
+SIGTERM or Ctrl-C, then drains and stops every child.
+
+``python -m local.stack --port P --data-dir D --stack FILE [--nats-url URL]`` is the
+same as ``mxt up``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from gateway.auth import basic_auth_header, ensure_password, read_password
+from gateway.settings import GatewaySettings
+from local.natsd import NatsServer, free_port
+from storage.settings import default_data_dir
+
+STATE_FILE = "mxt-up.json"
+
+
+def state_path(data_dir: Path) -> Path:
+    """Where a running stack describes itself (pid, URLs, files)."""
+    return data_dir / STATE_FILE
+
+
+def read_state(data_dir: Path) -> dict[str, Any] | None:
+    """The state of the stack running on ``data_dir``, or ``None`` when none runs."""
+    try:
+        state = json.loads(state_path(data_dir).read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+    try:
+        os.kill(int(state["pid"]), 0)
+    except (ProcessLookupError, KeyError, ValueError):
+        return None
+    return state
+
+
+def run_stack(
+    port: int = 8080,
+    data_dir: Path | None = None,
+    nats_url: str | None = None,
+    stack_file: Path = Path("stack.yml"),
+    host: str = "127.0.0.1",
+    announce: bool = True,
+) -> int:
+    """Serve the whole stack until SIGTERM/SIGINT; the exit status.
+
+    Parameters
+    ----------
+    port
+        The gateway's TCP port (every path on one port).
+    data_dir
+        State root (``MXT_DATA_DIR`` layout); the per-user default when omitted.
+    nats_url
+        An existing NATS server with JetStream; a private one is started when omitted.
+    """
+    import uvicorn
+
+    from gateway.app import GatewayApp
+    from gateway.platform import Platform
+
+    data_dir = (data_dir or default_data_dir()).resolve()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    if read_state(data_dir) is not None:
+        print(f"a stack already runs on {data_dir} (mxt down first)", file=sys.stderr)
+        return 1
+    secrets_dir = Path(os.environ.get("MXT_SECRETS_DIR") or data_dir / "secrets")
+    password_file, created = ensure_password(secrets_dir)
+    nats = None if nats_url else NatsServer(data_dir / "nats").start()
+    gateway_url = f"http://{host}:{port}"
+    # the function processes and mounted apps read these from their environment
+    os.environ.update(
+        MXT_DATA_DIR=str(data_dir),
+        MXT_SECRETS_DIR=str(secrets_dir),
+        MXT_NATS_URL=nats_url or nats.url,
+        MXT_GATEWAY_URL=gateway_url,
+    )
+    settings = GatewaySettings(stack_file=stack_file.resolve(), host=host, port=port)
+    state = {
+        "pid": os.getpid(),
+        "gateway_url": gateway_url,
+        "nats_url": settings.nats_url,
+        "data_dir": str(data_dir),
+        "stack_file": str(settings.stack_file),
+        "password_file": str(password_file),
+        "started_at": time.time(),
+    }
+    state_path(data_dir).write_text(json.dumps(state, indent=2))
+    if announce:
+        made = "created" if created else "kept"
+        print(f"mxt: gateway {gateway_url}  nats {settings.nats_url}", flush=True)
+        print(f"mxt: admin password {made} in {password_file}", flush=True)
+    try:
+        server = uvicorn.Server(
+            uvicorn.Config(
+                GatewayApp(Platform(settings)),
+                host=host,
+                port=port,
+                loop="uvloop",
+                http="httptools",
+                access_log=False,
+                server_header=False,
+                log_level="warning",
+                lifespan="on",
+                timeout_graceful_shutdown=10,
+            )
+        )
+        server.run()
+        return 0 if server.started else 1
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            state_path(data_dir).unlink()
+        if nats is not None:
+            nats.stop()
+
+
+def stop_stack(data_dir: Path, timeout: float = 30.0) -> bool:
+    """SIGTERM the stack running on ``data_dir`` and wait until it is gone.
+
+    Returns
+    -------
+    bool
+        Whether a stack was running.
+    """
+    state = read_state(data_dir)
+    if state is None:
+        return False
+    pid = int(state["pid"])
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        time.sleep(0.05)
+    os.kill(pid, signal.SIGKILL)
+    return True
+
+
+class EmbeddedStack:
+    """A whole stack in a child process, on free ports in a data directory of its own.
+
+    Used by tests (here and in later parts) and by benchmarks::
+
+        with EmbeddedStack("tests/gateway/stack.yml", tmp_path) as stack:
+            requests.post(stack.url + "/function/echo", ...)
+
+    Parameters
+    ----------
+    stack_file
+        The ``stack.yml`` to serve (a temporary one listing only what a test needs).
+    data_dir
+        State directory (created); secrets, logs, NATS data and SQLite live there.
+    nats_url
+        Use this NATS server instead of starting one.
+    env
+        Extra environment for the stack and its functions (``MXT_*`` settings).
+    """
+
+    def __init__(
+        self,
+        stack_file: str | Path,
+        data_dir: str | Path,
+        nats_url: str | None = None,
+        env: dict[str, str] | None = None,
+        port: int | None = None,
+    ) -> None:
+        self.stack_file = Path(stack_file).resolve()
+        self.data_dir = Path(data_dir).resolve()
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.env = env or {}
+        self._nats_url = nats_url
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def password(self) -> str:
+        """The admin password."""
+        return read_password(self.data_dir / "secrets")
+
+    @property
+    def auth(self) -> tuple[str, str]:
+        """``(user, password)`` for basic auth."""
+        return ("admin", self.password)
+
+    @property
+    def auth_header(self) -> str:
+        """The ``Authorization`` header value."""
+        return basic_auth_header(self.password)
+
+    @property
+    def nats_url(self) -> str:
+        """The NATS server the stack uses."""
+        state = read_state(self.data_dir)
+        if state is None:
+            raise RuntimeError("the stack is not running")
+        return str(state["nats_url"])
+
+    @property
+    def log_path(self) -> Path:
+        """The stack process's own output."""
+        return self.data_dir / "stack.log"
+
+    def start(self, timeout: float = 30.0, ready: bool = True) -> EmbeddedStack:
+        """Start and wait until ``/healthz`` answers (and every function, if ``ready``)."""
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        cmd = [sys.executable, "-m", "local.stack", "--port", str(self.port)]
+        cmd += ["--data-dir", str(self.data_dir), "--stack", str(self.stack_file)]
+        if self._nats_url:
+            cmd += ["--nats-url", self._nats_url]
+        env = dict(os.environ, MXT_SECRETS_DIR=str(self.data_dir / "secrets"), **self.env)
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                cmd,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
+                start_new_session=True,
+                cwd=str(self.stack_file.parent),
+            )
+        deadline = time.monotonic() + timeout
+        while not self.healthy():
+            if self.process.poll() is not None:
+                raise RuntimeError(f"stack exited: {self.log_path.read_text()[-3000:]}")
+            if time.monotonic() > deadline:
+                self.stop()
+                raise TimeoutError(f"stack not healthy after {timeout} s")
+            time.sleep(0.05)
+        if ready:
+            self.wait_functions_ready(max(1.0, deadline - time.monotonic()))
+        return self
+
+    def healthy(self) -> bool:
+        """Whether the gateway answers ``/healthz``."""
+        try:
+            with urllib.request.urlopen(self.url + "/healthz", timeout=1) as resp:
+                return resp.status == 200
+        except OSError:
+            return False
+
+    def functions(self) -> list[dict[str, Any]]:
+        """``GET /system/functions``."""
+        request = urllib.request.Request(
+            self.url + "/system/functions", headers={"Authorization": self.auth_header}
+        )
+        with urllib.request.urlopen(request, timeout=5) as resp:
+            return json.loads(resp.read())
+
+    def wait_functions_ready(self, timeout: float = 30.0) -> None:
+        """Wait until every function with replicas wanted has them all available."""
+        deadline = time.monotonic() + timeout
+        while True:
+            pending = [
+                f["name"] for f in self.functions() if f["availableReplicas"] < f["replicas"]
+            ]
+            if not pending:
+                return
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"functions not ready after {timeout} s: {pending}")
+            time.sleep(0.05)
+
+    def stop(self, timeout: float = 30.0) -> int | None:
+        """SIGTERM, wait for the drain, SIGKILL the group if it lingers; the exit status."""
+        if self.process is None:
+            return None
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait()
+        code = self.process.returncode
+        self.process = None
+        return code
+
+    def __enter__(self) -> EmbeddedStack:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m local.stack``: the same as ``mxt up``."""
+    parser = argparse.ArgumentParser(prog="python -m local.stack")
+    parser.add_argument("--port", type=int, default=8080)
+    parser.add_argument("--data-dir", type=Path, default=None)
+    parser.add_argument("--nats-url", default=os.environ.get("MXT_NATS_URL"))
+    parser.add_argument("--stack", type=Path, default=Path("stack.yml"))
+    args = parser.parse_args(argv)
+    return run_stack(args.port, args.data_dir, args.nats_url, args.stack)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
