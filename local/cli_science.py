@@ -4,4 +4,6 @@ from __future__ import annotations
 
 import click
 
-COMMANDS: list[click.Command] = []
+from local.cli_pipeline import pipeline
+
+COMMANDS: list[click.Command] = [pipeline]
