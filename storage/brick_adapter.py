@@ -233,3 +233,11 @@ def _calibration_file(store: Any, ref: str, sha256: str) -> dict[str, Any]:
     bucket, key = split_ref(ref)
     with fits.open(io.BytesIO(store.get(bucket, key))) as hdul:
         return calibration_from_hdulist(hdul)
+
+
+def handle_brick(name: str, request: BrickRequest, log: Any = None) -> BrickResponse:
+    """What every ``functions/brick-<name>`` handler does: run brick ``name`` on the store."""
+    from bricks.registry import get_brick
+    from storage.objects import get_store
+
+    return run_brick(get_brick(name), request, get_store(), log)

@@ -79,6 +79,11 @@ class StartRun(BaseModel):
     caldb: dict[str, str] = Field(default_factory=dict)
     caldb_date: str | None = Field(default=None, pattern=r"^\d{4}-\d{2}-\d{2}$")
     parent_run_id: str | None = Field(default=None, max_length=128)
+    run_id: str | None = Field(
+        default=None,
+        pattern=r"^r-[a-z0-9-]{1,100}$",
+        description="given by event-driven starts so that a repeated event starts one run",
+    )
 
 
 class RerunRequest(BaseModel):
@@ -149,6 +154,8 @@ class Orchestrator:
         BadInput
             Unreadable raw file, unknown programme or version, invalid overrides.
         """
+        if request.run_id is not None and _run_exists(request.run_id):
+            return run_view(request.run_id)
         observation = read_raw_observation(self._store(), request.raw_key)
         programme = request.programme or programme_for_header(observation.program)
         with _transaction() as db:
@@ -158,7 +165,7 @@ class Orchestrator:
         caldb = await resolve_caldb(
             self.gateway, self._store(), dag.caldb_codenames(), observation, request
         )
-        run_id = new_run_id()
+        run_id = request.run_id or new_run_id()
         with _transaction() as db:
             _register_observation(db, observation, programme)
             missiondb.create_run(
@@ -528,6 +535,11 @@ def list_products(run_id: str) -> list[dict[str, Any]]:
 
 
 # ---------------------------------------------------------------------- helpers
+
+
+def _run_exists(run_id: str) -> bool:
+    with st.session() as db:
+        return db.scalar(sa.select(st.Run.id).where(st.Run.run_id == run_id)) is not None
 
 
 def _transaction() -> Any:

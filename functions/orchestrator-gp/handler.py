@@ -1,0 +1,14 @@
+"""orchestrator-gp: ``POST /mxt_gp_pipeline/runs``, the GP programme's entry point."""
+
+from __future__ import annotations
+
+from starlette.responses import Response
+
+from gateway.orchestrator import api
+
+SUCCESS_STATUS = 201
+
+
+async def handle(request: api.ProgrammeStart) -> Response:
+    """Start a GP run of an observation, whatever its PROGRAM header says."""
+    return await api.start_programme_run(request, "GP")
