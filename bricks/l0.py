@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import io
 import re
+import warnings
 from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 from astropy.io import fits
+from astropy.utils.exceptions import AstropyUserWarning
 
 from bricks.errors import Unprocessable
 from bricks.timeutil import TIME_KEYWORDS
@@ -166,11 +168,12 @@ def read_l0_bytes(data: bytes) -> fits.HDUList:
     if not data.startswith(b"SIMPLE  ="):
         raise Unprocessable("L0 file is not FITS: it does not start with the SIMPLE keyword")
     try:
-        hdul = fits.open(io.BytesIO(data), memmap=False, lazy_load_hdus=False)
-        for hdu in hdul:
-            _ = hdu.data
-            if isinstance(hdu, fits.BinTableHDU) and hdu.data is not None:
-                _ = hdu.data.tobytes()
+        with warnings.catch_warnings():
+            # astropy only warns about a short file; here that is an error
+            warnings.simplefilter("error", AstropyUserWarning)
+            hdul = fits.open(io.BytesIO(data), memmap=False, lazy_load_hdus=False)
+            for hdu in hdul:
+                _ = hdu.data
     except Exception as exc:  # astropy raises OSError, ValueError, TypeError, VerifyError
         raise Unprocessable(f"L0 file is truncated or corrupt: {exc}") from exc
     return hdul
