@@ -325,3 +325,25 @@ class QueueWorker:
                 continue
         log.error("callback of call %s to %s failed", call.call_id, call.callback_url)
         return False
+
+
+async def run_standalone(settings: GatewaySettings, password: str) -> None:
+    """``mxt worker``: one more queue worker beside a running stack, until SIGTERM/SIGINT."""
+    import signal
+
+    import nats
+
+    from gateway import infrastructure
+
+    nc = await nats.connect(settings.nats_url, max_reconnect_attempts=-1)
+    js = nc.jetstream()
+    calls = CallStore(await infrastructure.declare(js, settings))
+    worker = QueueWorker(settings, js, calls, password)
+    await worker.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    await stop.wait()
+    await worker.stop()
+    await nc.drain()

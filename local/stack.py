@@ -105,6 +105,9 @@ def run_stack(
         made = "created" if created else "kept"
         print(f"mxt: gateway {gateway_url}  nats {settings.nats_url}", flush=True)
         print(f"mxt: admin password {made} in {password_file}", flush=True)
+    # uvicorn re-raises SIGTERM after its graceful shutdown; with the default handler the
+    # process would die there, before the finally below stops nats-server
+    previous = signal.signal(signal.SIGTERM, _exit_after_shutdown)
     try:
         server = uvicorn.Server(
             uvicorn.Config(
@@ -122,11 +125,18 @@ def run_stack(
         )
         server.run()
         return 0 if server.started else 1
+    except KeyboardInterrupt:  # Ctrl-C: uvicorn drained already, then re-raised SIGINT
+        return 0
     finally:
         with contextlib.suppress(FileNotFoundError):
             state_path(data_dir).unlink()
         if nats is not None:
             nats.stop()
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _exit_after_shutdown(signum: int, frame: object) -> None:
+    raise SystemExit(0)
 
 
 def stop_stack(data_dir: Path, timeout: float = 30.0) -> bool:
