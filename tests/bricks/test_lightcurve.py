@@ -1,0 +1,234 @@
+"""Light curve brick on synthetic L2 scenes whose truth is known."""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+from astropy.io import fits
+from pydantic import ValidationError
+
+from bricks.calibration import model_calibrations
+from bricks.errors import BadInput
+from bricks.lightcurve import BRICK, LightcurveConfig
+from tests.bricks.synthetic_l2 import Scene, make_l2, position_of
+
+CAL = model_calibrations()
+
+
+def _expected_in_gtis(scene: Scene, vignetting: float) -> float:
+    """Expected detected source counts inside the scene's GTIs (before edge losses)."""
+    t0 = scene.tstart - scene.trigger_before_s
+    k = 1.0 - scene.alpha
+
+    def integral(a: float, b: float) -> float:
+        return ((b - t0) ** k - (a - t0) ** k) / k
+
+    total = integral(scene.tstart, scene.tstart + scene.duration_s)
+    inside = sum(integral(scene.tstart + a, scene.tstart + b) for a, b in scene.gtis)
+    return scene.source_counts * vignetting * inside / total
+
+
+@pytest.fixture(scope="module")
+def bright():
+    scene = Scene(source_counts=20000, seed=11)
+    l2, truth = make_l2(scene)
+    return scene, l2, truth
+
+
+def _run(l2, position, **params):
+    return BRICK({"l2_events": l2, "position": position}, CAL, params)
+
+
+@pytest.mark.parametrize("params", [{}, {"binning": "fixed", "bin_s": 100.0}])
+def test_decay_index_is_recovered(bright, params):
+    scene, l2, truth = bright
+    fit = _run(l2, position_of(truth), **params)["lightcurve_fit"]
+    assert fit["status"] == "ok"
+    assert fit["alpha_err"] < 0.05
+    assert abs(fit["alpha"] - scene.alpha) < 3 * fit["alpha_err"] + 0.01
+    assert fit["t0"] == pytest.approx(truth["t0"])
+    assert fit["dof"] == fit["n_bins"] - 2
+    # The W statistic of a good fit is of the order of its degrees of freedom.
+    assert fit["wstat"] < 2.0 * fit["dof"] + 30
+
+
+def test_corrected_rates_add_up_to_the_source_counts(bright):
+    scene, l2, truth = bright
+    rate = _run(l2, position_of(truth))["lightcurve"]["RATE"].data
+    total = float(np.sum(rate["RATE"] * rate["EXPOSURE"]))
+    expected = _expected_in_gtis(scene, truth["vignetting"])
+    # Poisson error of the net counts, scaled by the PSF correction (~1 / 0.6).
+    sigma = np.sqrt(np.sum(rate["COUNTS"]) + np.sum(rate["BKG_CNTS"])) / 0.6
+    assert abs(total - expected) < 4 * sigma
+
+
+def test_counts_bins_stay_inside_gtis_and_hold_min_counts(bright):
+    scene, l2, truth = bright
+    out = _run(l2, position_of(truth), min_counts=25)["lightcurve"]
+    rate, header = out["RATE"].data, out["RATE"].header
+    gtis = np.array(scene.gtis) + scene.tstart
+    start = rate["TIME"] - rate["TIMEDEL"] / 2
+    stop = rate["TIME"] + rate["TIMEDEL"] / 2
+    which = [
+        np.flatnonzero((gtis[:, 0] <= a + 1e-6) & (b <= gtis[:, 1] + 1e-6))
+        for a, b in zip(start, stop, strict=True)
+    ]
+    assert all(len(w) == 1 for w in which), "a bin spans two GTIs"
+    gti_of_bin = np.array([w[0] for w in which])
+    for g in np.unique(gti_of_bin):
+        counts = rate["COUNTS"][gti_of_bin == g]
+        assert np.all(counts >= 25) or len(counts) == 1
+    assert np.allclose(rate["FRACEXP"], 1.0)
+    # Every source-circle event is in exactly one bin (independent selection).
+    events = l2["EVENTS"].data
+    radius_pix = header["SRC_RAD"] * 60.0 / 13.4520
+    inside = np.hypot(events["X"] - truth["x"], events["Y"] - truth["y"]) <= radius_pix
+    assert abs(int(rate["COUNTS"].sum()) - int(inside.sum())) <= 2  # radius rounding
+
+
+def test_fixed_bins_carry_their_fractional_exposure(bright):
+    scene, l2, truth = bright
+    rate = _run(l2, position_of(truth), binning="fixed", bin_s=400.0)["lightcurve"]["RATE"].data
+    since = rate["TIME"] - scene.tstart
+    # Bins [1200, 1600) overlap the first GTI (0-1500) for 300 s; [1600, 2000) not at all.
+    straddling = np.flatnonzero(np.isclose(since, 1400.0))
+    assert len(straddling) == 1
+    assert rate["FRACEXP"][straddling[0]] == pytest.approx(0.75)
+    assert not np.any(np.isclose(since, 1800.0))
+    assert rate["EXPOSURE"][straddling[0]] == pytest.approx(300.0)
+
+
+def test_ogip_rate_file(bright):
+    scene, l2, truth = bright
+    out = _run(l2, position_of(truth))["lightcurve"]
+    assert [h.name for h in out] == ["PRIMARY", "RATE", "GTI"]
+    h = out["RATE"].header
+    assert (h["HDUCLASS"], h["HDUCLAS1"], h["HDUCLAS3"]) == ("OGIP", "LIGHTCURVE", "RATE")
+    for key in (
+        "TIMEZERO",
+        "MJDREFI",
+        "MJDREFF",
+        "TIMESYS",
+        "TSTART",
+        "TSTOP",
+        "EXPOSURE",
+        "TELESCOP",
+        "INSTRUME",
+        "TRIGTIME",
+    ):
+        assert key in h, key
+    names = out["RATE"].columns.names
+    for column in ("TIME", "TIMEDEL", "RATE", "ERROR", "FRACEXP", "BACKV", "BACKE"):
+        assert column in names
+    assert out["RATE"].columns["RATE"].unit == "count/s"
+    assert out["GTI"].header["HDUCLAS1"] == "GTI"
+    assert h["EXPOSURE"] == pytest.approx(sum(b - a for a, b in scene.gtis))
+
+
+def test_psf_fraction_of_an_unclipped_circle_matches_the_model(bright):
+    _, l2, truth = bright
+    h = _run(l2, position_of(truth), enclosed_fraction=0.5)["lightcurve"]["RATE"].header
+    # Numerical integral of the PSF density over the circle vs the analytic fraction.
+    assert h["PSFFRAC"] == pytest.approx(0.5, abs=0.01)
+    assert h["PSFFRAC"] > h["PSFFREFF"] > 0.0
+
+
+def test_sqrt_errors_are_smaller_than_gehrels(bright):
+    _, l2, truth = bright
+    gehrels = _run(l2, position_of(truth))["lightcurve"]["RATE"].data["ERROR"]
+    root = _run(l2, position_of(truth), errors="sqrt")["lightcurve"]["RATE"].data["ERROR"]
+    assert np.all(root < gehrels)
+
+
+def test_no_detection_gives_products_that_say_so(bright):
+    _, l2, _ = bright
+    out = _run(l2, {"status": "no_detection", "ra": None, "dec": None})
+    assert len(out["lightcurve"]["RATE"].data) == 0
+    assert out["lightcurve"]["RATE"].header["LC_STAT"] == "no_detection"
+    assert out["lightcurve_fit"]["status"] == "no_detection"
+    assert out["lightcurve_fit"]["alpha"] is None
+
+
+def test_empty_event_list(bright):
+    _, l2, truth = bright
+    empty = fits.HDUList(
+        [
+            l2[0],
+            fits.BinTableHDU(l2["EVENTS"].data[:0], l2["EVENTS"].header, name="EVENTS"),
+            l2["GTI"],
+        ]
+    )
+    out = _run(empty, position_of(truth))
+    assert out["lightcurve"]["RATE"].header["LC_STAT"] == "no_events"
+    assert out["lightcurve_fit"]["status"] == "no_events"
+
+
+def test_faint_source_reports_too_few_bins():
+    l2, truth = make_l2(Scene(source_counts=30, bkg_rate=0.05, seed=5))
+    fit = _run(l2, position_of(truth))["lightcurve_fit"]
+    assert fit["status"] == "too_few_bins"
+    assert fit["alpha"] is None
+
+
+def test_without_trigtime_t0_is_tstart(bright):
+    _, l2, truth = bright
+    hdul = copy.deepcopy(l2)
+    del hdul["EVENTS"].header["TRIGTIME"]
+    fit = _run(hdul, position_of(truth))["lightcurve_fit"]
+    assert fit["t0"] == hdul["EVENTS"].header["TSTART"]
+
+
+@pytest.mark.parametrize(
+    ("params", "field"),
+    [
+        ({"binning": "adaptive"}, "binning"),
+        ({"bin_s": -1.0}, "bin_s"),
+        ({"min_counts": 0}, "min_counts"),
+        ({"colour": 1}, "colour"),
+        ({"bkg_inner_arcmin": 20.0, "bkg_outer_arcmin": 10.0}, "bkg_outer_arcmin"),
+    ],
+)
+def test_bad_parameters_are_named(params, field):
+    with pytest.raises(ValidationError, match=field):
+        LightcurveConfig(**params)
+
+
+def test_missing_column_and_gti_are_named(bright):
+    _, l2, truth = bright
+    events = l2["EVENTS"]
+    columns = fits.ColDefs([c for c in events.columns if c.name != "PI"])
+    no_pi = fits.HDUList(
+        [l2[0], fits.BinTableHDU.from_columns(columns, events.header, name="EVENTS"), l2["GTI"]]
+    )
+    with pytest.raises(BadInput, match="PI"):
+        _run(no_pi, position_of(truth))
+    with pytest.raises(BadInput, match="GTI"):
+        _run(fits.HDUList([l2[0], events]), position_of(truth))
+    with pytest.raises(BadInput, match="'x'"):
+        _run(l2, {"status": "detected", "y": 3.0})
+    with pytest.raises(BadInput, match="pi_max"):
+        _run(l2, position_of(truth), pi_min=500, pi_max=100)
+
+
+def snapshot(hdul: fits.HDUList) -> list:
+    """Header text and a data copy of each HDU (deepcopy of an HDUList drops cards)."""
+    return [(h.header.tostring(), None if h.data is None else np.array(h.data)) for h in hdul]
+
+
+def assert_unchanged(hdul: fits.HDUList, before: list) -> None:
+    for (header, data), hdu in zip(before, hdul, strict=True):
+        assert hdu.header.tostring() == header
+        if data is not None:
+            assert np.array_equal(np.array(hdu.data), data)
+
+
+def test_inputs_are_not_modified(bright):
+    _, l2, truth = bright
+    before = snapshot(l2)
+    position = position_of(truth)
+    kept = dict(position)
+    _run(l2, position)
+    assert position == kept
+    assert_unchanged(l2, before)
