@@ -125,6 +125,31 @@ async def stream_body(receive: Receive, limit: int) -> AsyncIterator[bytes]:
             return
 
 
+class ResponseAborted(Exception):
+    """The function failed after its response started; the connection is dropped."""
+
+
+class StreamedBody:
+    """A request body sent upstream as it arrives; remembers passing the limit.
+
+    aiohttp wraps an exception raised while it sends the body in its own error,
+    so the forwarder asks this object whether the cause was the size limit.
+    """
+
+    def __init__(self, receive: Receive, limit: int) -> None:
+        self.receive = receive
+        self.limit = limit
+        self.too_large = False
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        try:
+            async for chunk in stream_body(self.receive, self.limit):
+                yield chunk
+        except BodyTooLarge:
+            self.too_large = True
+            raise
+
+
 def forward_headers(scope: Scope, call_id: str) -> list[tuple[str, str]]:
     """The request headers for the function: hop-by-hop out, ``X-Forwarded-*`` in."""
     headers = [
@@ -223,12 +248,15 @@ class Forwarder:
         except BodyTooLarge:
             await self._too_large(send, call_id)
         except aiohttp.ClientError as exc:
+            if isinstance(body, StreamedBody) and body.too_large:
+                await self._too_large(send, call_id)
+                return
             await self._fail(send, 502, call_id, f"function {name!r} failed: {exc}")
 
     async def _request_body(self, receive: Receive, length: int | None) -> Any:
         if length is not None and length <= WHOLE_BODY:
             return await read_body(receive, self.max_body)
-        return stream_body(receive, self.max_body)
+        return StreamedBody(receive, self.max_body)
 
     async def _relay(
         self,
@@ -269,8 +297,12 @@ class Forwarder:
             if whole:
                 await send({"type": "http.response.body", "body": data})
                 return
-            async for chunk in resp.content.iter_chunked(CHUNK):
-                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            try:
+                async for chunk in resp.content.iter_chunked(CHUNK):
+                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                # headers are gone already: only dropping the connection tells the client
+                raise ResponseAborted(f"function {deployment.spec.name!r}: {exc}") from exc
             await send({"type": "http.response.body", "body": b""})
 
     async def _too_large(self, send: Send, call_id: str) -> None:
