@@ -1,0 +1,365 @@
+"""Websocket hub: the events stream (``MXT_EVENTS``) pushed live to browsers and tools.
+
+Mounted by the gateway at ``/mxt_websocket``; clients connect to
+``/mxt_websocket/events`` with optional filters::
+
+    ws://host/mxt_websocket/events?run=<run_id>&programme=ToO&kind=task,log&since_seq=N
+
+Each client gets its own JetStream *ordered* consumer that starts at ``since_seq + 1``
+(or at the end of the stream), so a reconnecting client that passes the last sequence
+it saw resumes without gaps or duplicates, and one client's pace never touches
+another's. Every frame is a JSON object:
+
+- ``{"type": "hello", "since_seq": N, "filters": {...}}`` once, first; ``since_seq`` is
+  the sequence to reconnect with if no event arrives before a disconnect;
+- ``{"type": "event", "seq": N, "kind": ..., "run_id": ..., "event": {...}}`` per event
+  (``event`` is the payload published by ``gateway.events``);
+- ``{"type": "pong"}`` in answer to a client's ``ping``.
+
+The hub is read-only: a client message other than a ping closes the socket (1008).
+A bad filter closes it with 1008 and the reason; a client that cannot keep up (its
+bounded queue overflows) is closed with 1013 ("too slow"); a missing events stream or
+NATS outage closes with 1011.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route, WebSocketRoute
+from starlette.websockets import WebSocket, WebSocketDisconnect
+
+EVENTS_STREAM = "MXT_EVENTS"
+EVENT_SUBJECT_PREFIX = "mxt.events"
+EVENT_KINDS = ("run", "task", "product", "log", "alert")
+PROGRAMMES = ("GP", "CP", "ToO")
+DEFAULT_QUEUE_SIZE = 1024
+"""Events buffered per client before it is dropped as too slow (messages)."""
+
+CLOSE_POLICY = 1008
+CLOSE_INTERNAL = 1011
+CLOSE_TRY_AGAIN = 1013
+_RUN_ID = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
+_ALLOWED_PARAMS = ("run", "programme", "kind", "since_seq")
+_CLOSE_TIMEOUT = 60.0  # seconds a close frame may wait behind data a client has not read
+
+
+class FilterError(ValueError):
+    """A query parameter of the websocket URL is invalid; the message names it."""
+
+
+@dataclass(frozen=True)
+class EventFilter:
+    """What one client asked for.
+
+    Attributes
+    ----------
+    run_id
+        Only events of this run (``None``: all runs).
+    programmes
+        Only events whose payload names one of these programmes (empty: all).
+    kinds
+        Only these event kinds (empty: all).
+    since_seq
+        Last stream sequence the client already has (``None``: start at the end).
+    """
+
+    run_id: str | None = None
+    programmes: frozenset[str] = frozenset()
+    kinds: frozenset[str] = frozenset()
+    since_seq: int | None = None
+
+    @property
+    def subject(self) -> str:
+        """The narrowest NATS subject covering the filter (kinds beyond one filter here)."""
+        kind = next(iter(self.kinds)) if len(self.kinds) == 1 else "*"
+        return f"{EVENT_SUBJECT_PREFIX}.{kind}.{self.run_id or '*'}"
+
+    def as_dict(self) -> dict[str, Any]:
+        """The filter as JSON-able data, echoed to the client in the hello frame."""
+        return {
+            "run": self.run_id,
+            "programme": sorted(self.programmes),
+            "kind": sorted(self.kinds),
+            "since_seq": self.since_seq,
+        }
+
+    def accepts(self, kind: str, payload: dict[str, Any]) -> bool:
+        """Whether an event of ``kind`` with this payload goes to the client."""
+        if self.kinds and kind not in self.kinds:
+            return False
+        if self.programmes:
+            return _canonical_programme(str(payload.get("programme", ""))) in self.programmes
+        return True
+
+
+def _canonical_programme(name: str) -> str | None:
+    for programme in PROGRAMMES:
+        if name.lower() == programme.lower():
+            return programme
+    return None
+
+
+def _split_list(value: str) -> list[str]:
+    return [item.strip() for item in value.split(",") if item.strip()]
+
+
+def parse_filter(params: dict[str, str]) -> EventFilter:
+    """Validate the query parameters of a websocket URL.
+
+    Parameters
+    ----------
+    params
+        Query parameters (``run``, ``programme``, ``kind``, ``since_seq``).
+
+    Raises
+    ------
+    FilterError
+        With a message naming the offending parameter and the valid choices.
+    """
+    unknown = sorted(set(params) - set(_ALLOWED_PARAMS))
+    if unknown:
+        raise FilterError(
+            f"unknown filter {unknown[0]!r}; valid filters: {', '.join(_ALLOWED_PARAMS)}"
+        )
+    run_id = params.get("run") or None
+    if run_id is not None and not _RUN_ID.match(run_id):
+        raise FilterError("run: expected 1-128 characters among A-Z a-z 0-9 _ -")
+    kinds = _split_list(params.get("kind", ""))
+    bad_kinds = [kind for kind in kinds if kind not in EVENT_KINDS]
+    if bad_kinds:
+        raise FilterError(f"kind: unknown {bad_kinds[0]!r}; valid kinds: {', '.join(EVENT_KINDS)}")
+    programmes = []
+    for name in _split_list(params.get("programme", "")):
+        programme = _canonical_programme(name)
+        if programme is None:
+            raise FilterError(
+                f"programme: unknown {name!r}; valid programmes: {', '.join(PROGRAMMES)}"
+            )
+        programmes.append(programme)
+    since_seq = None
+    if params.get("since_seq", "") != "":
+        try:
+            since_seq = int(params["since_seq"])
+        except ValueError:
+            raise FilterError("since_seq: expected a non-negative integer") from None
+        if since_seq < 0:
+            raise FilterError("since_seq: expected a non-negative integer")
+    return EventFilter(run_id, frozenset(programmes), frozenset(kinds), since_seq)
+
+
+def _event_frame(seq: int, subject: str, data: bytes) -> tuple[str, dict[str, Any], bytes]:
+    """Kind, payload and the JSON frame of one stream message (subject kind.run_id)."""
+    _, _, kind, run_id = (subject.split(".", 3) + ["", "", "", ""])[:4]
+    try:
+        payload = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        payload = {"raw": data.decode("utf-8", "replace")}
+    if not isinstance(payload, dict):
+        payload = {"value": payload}
+    frame = orjson.dumps(
+        {"type": "event", "seq": seq, "kind": kind, "run_id": run_id, "event": payload}
+    )
+    return kind, payload, frame
+
+
+@dataclass
+class _Hub:
+    """Per-process state: one NATS connection shared by every client's consumer."""
+
+    nats_url: str | None
+    queue_size: int
+    _nc: Any = None
+    _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    async def jetstream(self) -> Any:
+        """JetStream context on the shared connection, connecting on first use."""
+        import nats
+
+        async with self._lock:
+            if self._nc is None or self._nc.is_closed:
+                url = self.nats_url or os.environ.get("MXT_NATS_URL", "nats://127.0.0.1:4222")
+                self._nc = await nats.connect(
+                    url, connect_timeout=2, max_reconnect_attempts=-1, name="mxt-websocket-hub"
+                )
+        return self._nc.jetstream()
+
+    async def aclose(self) -> None:
+        """Drain the NATS connection (at gateway shutdown)."""
+        if self._nc is not None and not self._nc.is_closed:
+            await self._nc.drain()
+        self._nc = None
+
+
+class _Client:
+    """One websocket connection: a bounded queue between its consumer and its socket."""
+
+    def __init__(self, websocket: WebSocket, event_filter: EventFilter, queue_size: int) -> None:
+        self.websocket = websocket
+        self.filter = event_filter
+        self.queue: asyncio.Queue[bytes] = asyncio.Queue(maxsize=queue_size)
+        self.too_slow = asyncio.Event()
+
+    async def on_message(self, msg: Any) -> None:
+        """NATS callback: never blocks; a full queue marks the client too slow."""
+        if self.too_slow.is_set():
+            return
+        kind, payload, frame = _event_frame(msg.metadata.sequence.stream, msg.subject, msg.data)
+        if not self.filter.accepts(kind, payload):
+            return
+        try:
+            self.queue.put_nowait(frame)
+        except asyncio.QueueFull:
+            self.too_slow.set()
+            return
+        # Let the sender run between messages: a burst from the stream (replay, fan-out)
+        # then fills the queue only if the socket itself is blocked.
+        await asyncio.sleep(0)
+
+    async def send_events(self) -> None:
+        """Forward queued frames to the socket in order, at the socket's pace."""
+        while True:
+            frame = await self.queue.get()
+            await self.websocket.send_text(frame.decode())
+
+    async def read_pings(self) -> str:
+        """Answer pings; return the reason to close on anything else or on disconnect."""
+        while True:
+            message = await self.websocket.receive()
+            if message["type"] == "websocket.disconnect":
+                return ""
+            text = message.get("text") or ""
+            if text.strip() in ("ping", '{"type":"ping"}', '{"type": "ping"}'):
+                await self.websocket.send_text('{"type":"pong"}')
+                continue
+            return "read-only: only 'ping' messages are accepted"
+
+
+async def _start_sequence(js: Any, event_filter: EventFilter) -> int:
+    """The last sequence the client has: its own, or the stream's end now."""
+    if event_filter.since_seq is not None:
+        return event_filter.since_seq
+    info = await js.stream_info(EVENTS_STREAM)
+    return int(info.state.last_seq)
+
+
+async def _close(websocket: WebSocket, code: int, reason: str) -> None:
+    # A client that stopped reading cannot take the close frame; do not wait forever.
+    import sys
+
+    print("DEBUG closing", code, reason, file=sys.stderr, flush=True)
+    with contextlib.suppress(Exception):
+        await asyncio.wait_for(websocket.close(code=code, reason=reason[:120]), _CLOSE_TIMEOUT)
+
+
+async def _serve_client(websocket: WebSocket, hub: _Hub, event_filter: EventFilter) -> None:
+    from nats.js.api import ConsumerConfig, DeliverPolicy
+    from nats.js.errors import NotFoundError
+
+    try:
+        js = await hub.jetstream()
+        since = await _start_sequence(js, event_filter)
+    except NotFoundError:
+        await _close(websocket, CLOSE_INTERNAL, f"events stream {EVENTS_STREAM} does not exist")
+        return
+    except Exception as exc:  # NATS down or unreachable: tell the client why
+        await _close(websocket, CLOSE_INTERNAL, f"events unavailable: {exc.__class__.__name__}")
+        return
+    client = _Client(websocket, event_filter, hub.queue_size)
+    await websocket.send_text(
+        orjson.dumps(
+            {"type": "hello", "since_seq": since, "filters": event_filter.as_dict()}
+        ).decode()
+    )
+    subscription = await js.subscribe(
+        event_filter.subject,
+        stream=EVENTS_STREAM,
+        cb=client.on_message,
+        ordered_consumer=True,
+        deliver_policy=DeliverPolicy.BY_START_SEQUENCE,
+        config=ConsumerConfig(opt_start_seq=since + 1),
+    )
+    sender = asyncio.create_task(client.send_events())
+    reader = asyncio.create_task(client.read_pings())
+    slow = asyncio.create_task(client.too_slow.wait())
+    try:
+        done, _ = await asyncio.wait({sender, reader, slow}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        with contextlib.suppress(Exception):
+            await subscription.unsubscribe()
+        for task in (sender, reader, slow):
+            task.cancel()
+    if slow in done:
+        await _close(
+            websocket, CLOSE_TRY_AGAIN, f"too slow: more than {hub.queue_size} events pending"
+        )
+    elif reader in done and not reader.cancelled() and reader.exception() is None:
+        reason = reader.result()
+        if reason:
+            await _close(websocket, CLOSE_POLICY, reason)
+
+
+async def json_http_error(request: Request, exc: Exception) -> JSONResponse:
+    """Starlette's HTTP errors (404, 405) as JSON, like every other error of the gateway."""
+    status = exc.status_code if isinstance(exc, HTTPException) else 500
+    detail = exc.detail if isinstance(exc, HTTPException) else "internal error"
+    return JSONResponse({"detail": detail, "path": request.url.path}, status_code=status)
+
+
+def create_app(nats_url: str | None = None, queue_size: int | None = None) -> Starlette:
+    """The websocket hub as an ASGI app (the gateway mounts it at ``/mxt_websocket``).
+
+    Parameters
+    ----------
+    nats_url
+        NATS server; ``MXT_NATS_URL`` when omitted (read at first connection).
+    queue_size
+        Events buffered per client before it is dropped (messages);
+        ``MXT_WEBSOCKET_QUEUE`` or 1024 when omitted.
+    """
+    size = queue_size or int(os.environ.get("MXT_WEBSOCKET_QUEUE", DEFAULT_QUEUE_SIZE))
+    hub = _Hub(nats_url, size)
+
+    async def events(websocket: WebSocket) -> None:
+        await websocket.accept()
+        try:
+            event_filter = parse_filter(dict(websocket.query_params))
+        except FilterError as exc:
+            await _close(websocket, CLOSE_POLICY, str(exc))
+            return
+        with contextlib.suppress(WebSocketDisconnect):
+            await _serve_client(websocket, hub, event_filter)
+
+    async def describe(request: Request) -> JSONResponse:
+        return JSONResponse(
+            {
+                "websocket": str(request.url_for("events")),
+                "filters": {
+                    "run": "run id",
+                    "programme": ", ".join(PROGRAMMES),
+                    "kind": ", ".join(EVENT_KINDS),
+                    "since_seq": "last stream sequence received (resume)",
+                },
+            }
+        )
+
+    app = Starlette(
+        routes=[
+            WebSocketRoute("/events", events, name="events"),
+            WebSocketRoute("/", events),
+            Route("/", describe),
+        ],
+        exception_handlers={HTTPException: json_http_error},
+    )
+    app.state.hub = hub
+    return app

@@ -1,0 +1,230 @@
+"""The websocket hub against a real nats-server and a real uvicorn process."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import os
+import socket
+import struct
+from typing import Any
+
+import nats
+import pytest
+import websockets
+from websockets.exceptions import ConnectionClosed
+
+from gateway.hub import EVENTS_STREAM
+
+
+async def _events_stream(url: str) -> Any:
+    nc = await nats.connect(url)
+    js = nc.jetstream()
+    await js.add_stream(name=EVENTS_STREAM, subjects=["mxt.events.>"])
+    return nc, js
+
+
+async def _publish(js: Any, kind: str, run_id: str, **payload: Any) -> int:
+    body = {"kind": kind, "run_id": run_id, **payload}
+    ack = await js.publish(f"mxt.events.{kind}.{run_id}", json.dumps(body).encode())
+    return int(ack.seq)
+
+
+async def _frame(ws: Any) -> dict[str, Any]:
+    return json.loads(await asyncio.wait_for(ws.recv(), 20))
+
+
+async def _events_until(ws: Any, last_seq: int) -> list[dict[str, Any]]:
+    """Event frames up to and including stream sequence ``last_seq``."""
+    frames = []
+    while True:
+        frame = await _frame(ws)
+        if frame["type"] == "event":
+            frames.append(frame)
+            if frame["seq"] >= last_seq:
+                return frames
+
+
+async def test_reconnecting_client_resumes_without_gap_or_duplicate(nats_fresh, hub_address):
+    nc, js = await _events_stream(nats_fresh.url)
+    url = f"ws://{hub_address}/events?run=R1"
+    steady = await websockets.connect(url)
+    flaky = await websockets.connect(url)
+    hello_steady, hello_flaky = await _frame(steady), await _frame(flaky)
+    assert hello_steady["type"] == hello_flaky["type"] == "hello"
+    assert hello_steady["filters"]["run"] == "R1"
+
+    expected = [await _publish(js, "run", "R1", state="running")]
+    for i in range(30):
+        expected.append(await _publish(js, "task", "R1", task=f"t{i}", state="running"))
+        await _publish(js, "task", "R2", task=f"t{i}", state="running")  # another run
+    first_part = await _events_until(flaky, expected[10])
+    flaky.transport.abort()  # the link drops mid-run, frames still in flight are lost
+
+    # Published while the flaky client is away: it must get them on resume.
+    for i in range(30):
+        expected.append(await _publish(js, "log", "R1", message=f"line {i}", level="INFO"))
+    expected.append(await _publish(js, "run", "R1", state="completed"))
+
+    resumed = await websockets.connect(f"{url}&since_seq={first_part[-1]['seq']}")
+    assert (await _frame(resumed))["since_seq"] == first_part[-1]["seq"]
+    second_part = await _events_until(resumed, expected[-1])
+    steady_all = await _events_until(steady, expected[-1])
+
+    flaky_seqs = [f["seq"] for f in first_part + second_part]
+    assert flaky_seqs == expected
+    assert [f["seq"] for f in steady_all] == expected
+    assert all(f["run_id"] == "R1" for f in steady_all)
+    assert steady_all[-1]["event"]["state"] == "completed"
+    for ws in (steady, resumed):
+        await ws.close()
+    await nc.close()
+
+
+async def test_since_seq_zero_replays_history_and_filters_apply(nats_fresh, hub_address):
+    nc, js = await _events_stream(nats_fresh.url)
+    tasks = [await _publish(js, "task", "R7", task="detect", programme="ToO")]
+    await _publish(js, "log", "R7", programme="ToO", message="x")
+    tasks.append(await _publish(js, "task", "R8", task="detect", programme="GP"))
+    too_only = await _publish(js, "task", "R9", task="notice", programme="too")
+
+    ws = await websockets.connect(f"ws://{hub_address}/events?kind=task&since_seq=0")
+    await _frame(ws)
+    frames = await _events_until(ws, too_only)
+    assert [f["seq"] for f in frames] == tasks + [too_only]
+    await ws.close()
+
+    ws = await websockets.connect(f"ws://{hub_address}/events?programme=ToO&since_seq=0")
+    await _frame(ws)
+    frames = await _events_until(ws, too_only)
+    assert {f["run_id"] for f in frames} == {"R7", "R9"}
+    assert len(frames) == 3
+    await ws.close()
+    await nc.close()
+
+
+@pytest.mark.parametrize(
+    ("query", "named"),
+    [
+        ("kind=bogus", "kind"),
+        ("kind=task,whatever", "kind"),
+        ("programme=XYZ", "programme"),
+        ("since_seq=-3", "since_seq"),
+        ("since_seq=abc", "since_seq"),
+        ("run=a.b", "run"),
+        ("colour=red", "colour"),
+    ],
+)
+async def test_bad_filter_closes_with_reason(nats_fresh, hub_address, query, named):
+    ws = await websockets.connect(f"ws://{hub_address}/events?{query}")
+    with pytest.raises(ConnectionClosed) as closed:
+        await asyncio.wait_for(ws.recv(), 20)
+    assert closed.value.rcvd.code == 1008
+    assert named in closed.value.rcvd.reason
+
+
+async def test_read_only_pings_answered_other_messages_close(nats_fresh, hub_address):
+    nc, _ = await _events_stream(nats_fresh.url)
+    ws = await websockets.connect(f"ws://{hub_address}/events")
+    assert (await _frame(ws))["type"] == "hello"
+    await ws.send("ping")
+    assert (await _frame(ws)) == {"type": "pong"}
+    await ws.send('{"publish": "mxt.events.run.X"}')
+    with pytest.raises(ConnectionClosed) as closed:
+        await asyncio.wait_for(ws.recv(), 20)
+    assert closed.value.rcvd.code == 1008
+    assert "read-only" in closed.value.rcvd.reason
+    await nc.close()
+
+
+async def test_missing_events_stream_closes_with_reason(nats_fresh, hub_address):
+    ws = await websockets.connect(f"ws://{hub_address}/events")
+    with pytest.raises(ConnectionClosed) as closed:
+        await asyncio.wait_for(ws.recv(), 20)
+    assert closed.value.rcvd.code == 1011
+    assert EVENTS_STREAM in closed.value.rcvd.reason
+
+
+def _raw_websocket(address: str, path: str) -> socket.socket:
+    """A websocket opened by hand on a socket with a small fixed receive buffer.
+
+    The kernel does not grow a fixed buffer, so a client that stops reading blocks the
+    server after a few hundred kilobytes, as a stalled browser on a poor link would.
+    """
+    host, port = address.split(":")
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 16)
+    sock.connect((host, int(port)))
+    key = base64.b64encode(os.urandom(16)).decode()
+    sock.sendall(
+        f"GET {path} HTTP/1.1\r\nHost: {address}\r\nUpgrade: websocket\r\n"
+        f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+        "Sec-WebSocket-Version: 13\r\n\r\n".encode()
+    )
+    head = b""
+    while b"\r\n\r\n" not in head:
+        head += sock.recv(1)
+    assert head.startswith(b"HTTP/1.1 101"), head
+    return sock
+
+
+def _parse_frames(data: bytes) -> list[tuple[int, bytes]]:
+    """(opcode, payload) of the complete unmasked frames at the start of ``data``."""
+    frames, at = [], 0
+    while at + 2 <= len(data):
+        opcode, length, start = data[at] & 0x0F, data[at + 1] & 0x7F, at + 2
+        if length == 126:
+            length, start = struct.unpack("!H", data[start : start + 2])[0], start + 2
+        elif length == 127:
+            length, start = struct.unpack("!Q", data[start : start + 8])[0], start + 8
+        if start + length > len(data):
+            break
+        frames.append((opcode, data[start : start + length]))
+        at = start + length
+    return frames
+
+
+def _read_until_close(sock: socket.socket) -> list[tuple[int, bytes]]:
+    """Every server frame up to and including its close frame."""
+    sock.settimeout(30)
+    data = b""
+    while chunk := sock.recv(1 << 20):
+        data += chunk
+        frames = _parse_frames(data)
+        if frames and frames[-1][0] == 0x8:
+            return frames
+    return _parse_frames(data)
+
+
+async def test_slow_client_dropped_while_others_get_everything(nats_fresh, hub_address):
+    nc, js = await _events_stream(nats_fresh.url)
+    path = "/events?run=R3"
+    slow = await asyncio.to_thread(_raw_websocket, hub_address, path)
+    fast = await websockets.connect(f"ws://{hub_address}{path}", max_size=2**22)
+    await _frame(fast)
+    filler = "x" * 60_000  # a long log line, so the socket buffers fill quickly
+    published = [await _publish(js, "log", "R3", message=filler) for _ in range(300)]
+    got = await _events_until(fast, published[-1])
+    assert [f["seq"] for f in got] == published
+
+    frames = await asyncio.to_thread(_read_until_close, slow)
+    events = [json.loads(p) for op, p in frames if op == 0x1 and b'"event"' in p[:20]]
+    assert 0 < len(events) < len(published)
+    assert [e["seq"] for e in events] == published[: len(events)]  # in order, no gap
+    close_op, close_payload = frames[-1]
+    assert close_op == 0x8
+    assert struct.unpack("!H", close_payload[:2])[0] == 1013
+    assert b"too slow" in close_payload[2:]
+    await fast.close()
+    await nc.close()
+
+
+async def test_unknown_http_path_is_json_404(hub_address):
+    import urllib.error
+    import urllib.request
+
+    with pytest.raises(urllib.error.HTTPError) as error:
+        await asyncio.to_thread(urllib.request.urlopen, f"http://{hub_address}/nope")
+    assert error.value.code == 404
+    assert json.loads(error.value.read())["detail"] == "Not Found"
