@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from starlette.datastructures import Headers, QueryParams
+
+# The host name does not change while the process lives; read it once, not per call.
+HOSTNAME = os.getenv("HOSTNAME", "localhost")
 
 
 @dataclass(frozen=True)
@@ -42,7 +45,7 @@ class Context:
     query: QueryParams
     headers: Headers
     log: logging.LoggerAdapter
-    hostname: str = field(default_factory=lambda: os.getenv("HOSTNAME", "localhost"))
+    hostname: str = HOSTNAME
 
     @property
     def run_id(self) -> str | None:
