@@ -35,7 +35,7 @@ class BrickRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     run_id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
-    task_id: str = Field(pattern=r"^[a-z][a-z0-9-]{0,39}$")
+    task_id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
     inputs: dict[str, str] = Field(description="product name → <bucket>/<key>")
     config: dict[str, Any] = Field(default_factory=dict)
     config_version: int | None = None

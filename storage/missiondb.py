@@ -554,6 +554,20 @@ class QueryRequest(StrictModel):
     after: int | None = Field(default=None, ge=0)
     descending: bool = False
 
+    @model_validator(mode="before")
+    @classmethod
+    def _gather_flat_filters(cls, data: Any) -> Any:
+        """Accept filters beside the fields too (query parameters of a GET route)."""
+        if not isinstance(data, dict):
+            return data
+        own = set(cls.model_fields)
+        flat = {k: v for k, v in data.items() if k not in own}
+        if not flat:
+            return data
+        filters = data.get("filters")
+        merged = {**(filters if isinstance(filters, dict) else {}), **flat}
+        return {**{k: v for k, v in data.items() if k in own}, "filters": merged}
+
     @model_validator(mode="after")
     def _filters_fit_entity(self) -> QueryRequest:
         filter_model = ENTITIES[self.entity][1]

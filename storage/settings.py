@@ -35,8 +35,8 @@ class StorageSettings(BaseSettings):
     secrets_dir: Path | None = None
     nats_url: str | None = None
     gateway_url: str = "http://127.0.0.1:8080"
-    #: largest body accepted by the upload functions, in bytes
-    max_upload_bytes: int = 2 * 1024**3
+    #: publish object-created events on upload (default: only with the local store)
+    publish_storage_events: bool | None = None
 
     @property
     def resolved_database_url(self) -> str:

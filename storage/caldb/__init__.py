@@ -1,23 +1,35 @@
 """CALDB: the calibration index, ingested and queried with HEASARC's semantics."""
 
 from storage.caldb.index import (
+    CaldbAnswer,
     CaldbListRequest,
+    CaldbPage,
     CaldbQuery,
     DatasetRecord,
     IngestOptions,
     IngestResult,
+    QualityChange,
+    answer_query,
     best_dataset,
     caldb_key,
     dataset_for_key,
     describe_extensions,
     ingest,
+    ingest_body,
     ingest_stored,
     list_datasets,
+    list_page,
     select_datasets,
     set_quality,
 )
 
 __all__ = [
+    "list_page",
+    "ingest_body",
+    "answer_query",
+    "QualityChange",
+    "CaldbPage",
+    "CaldbAnswer",
     "CaldbListRequest",
     "CaldbQuery",
     "DatasetRecord",

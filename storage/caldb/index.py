@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import re
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import sqlalchemy as sa
-from pydantic import Field, StringConstraints
+from pydantic import Field, StringConstraints, field_validator
 from sqlalchemy.orm import Session
 
 from bricks.errors import BadInput, Conflict, NotFound, Unprocessable
@@ -256,6 +257,12 @@ class CaldbQuery(StrictModel):
     #: return every matching extension, best first (quzcif's maxret), not only the best
     all: bool = False
 
+    @field_validator("boundaries", mode="before")
+    @classmethod
+    def _one_boundary_as_list(cls, value: Any) -> Any:
+        """A single query parameter arrives as a string."""
+        return [value] if isinstance(value, str) else value
+
 
 def query_time(date: str, time: str) -> datetime:
     """The instant a query asks about; ``now`` for either part means the current UTC."""
@@ -333,6 +340,19 @@ def best_dataset(session: Session, request: CaldbQuery) -> DatasetRecord:
     return found[0]
 
 
+class CaldbAnswer(RecordModel):
+    """caldb-query's answer: the best file first (only it unless ``all``)."""
+
+    files: list[DatasetRecord]
+
+
+def answer_query(session: Session, request: CaldbQuery) -> CaldbAnswer:
+    """The best dataset, or all matching ones best first when ``request.all``."""
+    if request.all:
+        return CaldbAnswer(files=select_datasets(session, request))
+    return CaldbAnswer(files=[best_dataset(session, request)])
+
+
 class CaldbListRequest(StrictModel):
     """Filters of the index listing."""
 
@@ -370,6 +390,27 @@ def dataset_for_key(session: Session, key: str) -> DatasetRecord:
     return DatasetRecord.model_validate(row)
 
 
+class QualityChange(StrictModel):
+    """A new quality flag for every extension of an indexed file."""
+
+    key: str = Field(max_length=1024)
+    quality: int = Field(ge=0, le=5)
+
+
+class CaldbPage(RecordModel):
+    """One page of the index; ``next_after`` continues it."""
+
+    datasets: list[DatasetRecord]
+    next_after: int | None
+
+
+def list_page(session: Session, request: CaldbListRequest) -> CaldbPage:
+    """A page of :func:`list_datasets` with its continuation."""
+    rows = list_datasets(session, request)
+    more = len(rows) == request.limit
+    return CaldbPage(datasets=rows, next_after=rows[-1].id if more and rows else None)
+
+
 def ingest_stored(session: Session, store: ObjectStore, options: IngestOptions) -> IngestResult:
     """Ingest a file already uploaded to the caldb bucket under ``options.key``."""
     from bricks.errors import PayloadTooLarge
@@ -385,3 +426,34 @@ def ingest_stored(session: Session, store: ObjectStore, options: IngestOptions) 
         store.get(CALDB_BUCKET, key),
         options.model_copy(update={"filename": filename}),
     )
+
+
+def ingest_body(
+    session: Session, store: ObjectStore, body: bytes, content_type: str, params: dict[str, Any]
+) -> IngestResult:
+    """caldb-ingest's request: FITS bytes with options as parameters, or JSON naming a key.
+
+    Raises
+    ------
+    BadInput
+        A parameter is invalid (named), or a JSON body lacks ``key``.
+    """
+    from storage.http import parse_params
+
+    if content_type.split(";")[0].strip() == "application/json":
+        try:
+            document = json.loads(body or b"{}")
+        except ValueError as exc:
+            raise BadInput(f"request body is not JSON: {exc}", field="body") from exc
+        if not isinstance(document, dict):
+            raise BadInput("request body must be a JSON object", field="body")
+        options = parse_params(IngestOptions, {**params, **document})
+        if not options.key:
+            raise BadInput("key: required with a JSON body (the object in the caldb bucket)")
+        return ingest_stored(session, store, options)
+    options = parse_params(IngestOptions, params)
+    if options.key:
+        raise BadInput("key: give either a FITS body or a key, not both")
+    if not body:
+        raise BadInput("body: empty; send the FITS file, or JSON naming a key")
+    return ingest(session, store, body, options)
