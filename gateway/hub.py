@@ -28,6 +28,7 @@ import asyncio
 import contextlib
 import os
 import re
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -39,7 +40,8 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-EVENTS_STREAM = "MXT_EVENTS"
+from gateway.messages import EVENTS_STREAM
+
 EVENT_SUBJECT_PREFIX = "mxt.events"
 EVENT_KINDS = ("run", "task", "product", "log", "alert")
 PROGRAMMES = ("GP", "CP", "ToO")
@@ -51,6 +53,7 @@ CLOSE_INTERNAL = 1011
 CLOSE_TRY_AGAIN = 1013
 _RUN_ID = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
 _ALLOWED_PARAMS = ("run", "programme", "kind", "since_seq")
+_PROGRAMME_CACHE = 10_000  # runs whose programme the hub remembers
 _CLOSE_TIMEOUT = 60.0  # seconds a close frame may wait behind data a client has not read
 
 
@@ -94,13 +97,11 @@ class EventFilter:
             "since_seq": self.since_seq,
         }
 
-    def accepts(self, kind: str, payload: dict[str, Any]) -> bool:
-        """Whether an event of ``kind`` with this payload goes to the client."""
+    def accepts(self, kind: str, programme: str | None) -> bool:
+        """Whether an event of ``kind``, of a run of ``programme``, goes to the client."""
         if self.kinds and kind not in self.kinds:
             return False
-        if self.programmes:
-            return _canonical_programme(str(payload.get("programme", ""))) in self.programmes
-        return True
+        return not self.programmes or _canonical_programme(programme or "") in self.programmes
 
 
 def _canonical_programme(name: str) -> str | None:
@@ -158,8 +159,8 @@ def parse_filter(params: dict[str, str]) -> EventFilter:
     return EventFilter(run_id, frozenset(programmes), frozenset(kinds), since_seq)
 
 
-def _event_frame(seq: int, subject: str, data: bytes) -> tuple[str, dict[str, Any], bytes]:
-    """Kind, payload and the JSON frame of one stream message (subject kind.run_id)."""
+def _event_frame(seq: int, subject: str, data: bytes) -> tuple[str, str, dict[str, Any], bytes]:
+    """Kind, run id, payload and JSON frame of one stream message (``mxt.events.kind.run``)."""
     _, _, kind, run_id = (subject.split(".", 3) + ["", "", "", ""])[:4]
     try:
         payload = orjson.loads(data)
@@ -170,22 +171,30 @@ def _event_frame(seq: int, subject: str, data: bytes) -> tuple[str, dict[str, An
     frame = orjson.dumps(
         {"type": "event", "seq": seq, "kind": kind, "run_id": run_id, "event": payload}
     )
-    return kind, payload, frame
+    return kind, run_id, payload, frame
 
 
 @dataclass
 class _Hub:
-    """Per-process state: one NATS connection shared by every client's consumer."""
+    """Per-process state: one NATS connection shared by every client's consumer.
+
+    Only run events name the programme; the programme of other events' runs is looked up
+    once per run (the run's last run event) and remembered.
+    """
 
     nats_url: str | None
     queue_size: int
+    shared_nc: Any = None
     _nc: Any = None
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    _programmes: OrderedDict[str, str | None] = field(default_factory=OrderedDict)
 
     async def jetstream(self) -> Any:
-        """JetStream context on the shared connection, connecting on first use."""
+        """JetStream context: the gateway's connection, or one of ours opened on first use."""
         import nats
 
+        if self.shared_nc is not None and self.shared_nc.is_connected:
+            return self.shared_nc.jetstream()
         async with self._lock:
             if self._nc is None or self._nc.is_closed:
                 url = self.nats_url or os.environ.get("MXT_NATS_URL", "nats://127.0.0.1:4222")
@@ -194,8 +203,28 @@ class _Hub:
                 )
         return self._nc.jetstream()
 
+    def remember_programme(self, run_id: str, programme: str | None) -> None:
+        """Cache a run's programme (bounded: the oldest runs are forgotten first)."""
+        self._programmes[run_id] = programme
+        self._programmes.move_to_end(run_id)
+        while len(self._programmes) > _PROGRAMME_CACHE:
+            self._programmes.popitem(last=False)
+
+    async def programme_of(self, run_id: str) -> str | None:
+        """The programme of a run, from its last run event (``None`` if it has none)."""
+        if run_id in self._programmes:
+            return self._programmes[run_id]
+        js = await self.jetstream()
+        try:
+            msg = await js.get_last_msg(EVENTS_STREAM, f"{EVENT_SUBJECT_PREFIX}.run.{run_id}")
+            programme = orjson.loads(msg.data).get("programme")
+        except Exception:  # no run event (yet), or not JSON: unknown programme
+            return None
+        self.remember_programme(run_id, programme)
+        return programme
+
     async def aclose(self) -> None:
-        """Drain the NATS connection (at gateway shutdown)."""
+        """Drain the hub's own NATS connection (the gateway's is the gateway's to close)."""
         if self._nc is not None and not self._nc.is_closed:
             await self._nc.drain()
         self._nc = None
@@ -204,18 +233,27 @@ class _Hub:
 class _Client:
     """One websocket connection: a bounded queue between its consumer and its socket."""
 
-    def __init__(self, websocket: WebSocket, event_filter: EventFilter, queue_size: int) -> None:
+    def __init__(self, websocket: WebSocket, event_filter: EventFilter, hub: _Hub) -> None:
         self.websocket = websocket
         self.filter = event_filter
-        self.queue: asyncio.Queue[bytes] = asyncio.Queue(maxsize=queue_size)
+        self.hub = hub
+        self.queue: asyncio.Queue[bytes] = asyncio.Queue(maxsize=hub.queue_size)
         self.too_slow = asyncio.Event()
 
     async def on_message(self, msg: Any) -> None:
         """NATS callback: never blocks; a full queue marks the client too slow."""
         if self.too_slow.is_set():
             return
-        kind, payload, frame = _event_frame(msg.metadata.sequence.stream, msg.subject, msg.data)
-        if not self.filter.accepts(kind, payload):
+        kind, run_id, payload, frame = _event_frame(
+            msg.metadata.sequence.stream, msg.subject, msg.data
+        )
+        programme = None
+        if kind == "run":
+            programme = payload.get("programme")
+            self.hub.remember_programme(run_id, programme)
+        elif self.filter.programmes:
+            programme = await self.hub.programme_of(run_id)
+        if not self.filter.accepts(kind, programme):
             return
         try:
             self.queue.put_nowait(frame)
@@ -275,7 +313,7 @@ async def _serve_client(websocket: WebSocket, hub: _Hub, event_filter: EventFilt
     except Exception as exc:  # NATS down or unreachable: tell the client why
         await _close(websocket, CLOSE_INTERNAL, f"events unavailable: {exc.__class__.__name__}")
         return
-    client = _Client(websocket, event_filter, hub.queue_size)
+    client = _Client(websocket, event_filter, hub)
     await websocket.send_text(
         orjson.dumps(
             {"type": "hello", "since_seq": since, "filters": event_filter.as_dict()}
@@ -316,19 +354,23 @@ async def json_http_error(request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse({"detail": detail, "path": request.url.path}, status_code=status)
 
 
-def create_app(nats_url: str | None = None, queue_size: int | None = None) -> Starlette:
+def create_app(
+    nats_url: str | None = None, nc: Any = None, queue_size: int | None = None
+) -> Starlette:
     """The websocket hub as an ASGI app (the gateway mounts it at ``/mxt_websocket``).
 
     Parameters
     ----------
     nats_url
         NATS server; ``MXT_NATS_URL`` when omitted (read at first connection).
+    nc
+        The gateway's NATS connection, shared when given (else the hub opens its own).
     queue_size
         Events buffered per client before it is dropped (messages);
         ``MXT_WEBSOCKET_QUEUE`` or 1024 when omitted.
     """
     size = queue_size or int(os.environ.get("MXT_WEBSOCKET_QUEUE", DEFAULT_QUEUE_SIZE))
-    hub = _Hub(nats_url, size)
+    hub = _Hub(nats_url, size, shared_nc=nc)
 
     async def events(websocket: WebSocket) -> None:
         await websocket.accept()

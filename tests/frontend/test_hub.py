@@ -15,19 +15,32 @@ import pytest
 import websockets
 from websockets.exceptions import ConnectionClosed
 
-from gateway.hub import EVENTS_STREAM
+from gateway.events import LogLine, RunStateChanged, TaskStateChanged
+from gateway.infrastructure import SHARED_STREAMS, ensure_stream, kept_stream
+from gateway.messages import EVENTS_STREAM
 
 
 async def _events_stream(url: str) -> Any:
+    """A NATS connection and JetStream with the events stream declared as the gateway does."""
     nc = await nats.connect(url)
     js = nc.jetstream()
-    await js.add_stream(name=EVENTS_STREAM, subjects=["mxt.events.>"])
+    await ensure_stream(js, kept_stream(EVENTS_STREAM, SHARED_STREAMS[EVENTS_STREAM], 1, 120))
     return nc, js
 
 
-async def _publish(js: Any, kind: str, run_id: str, **payload: Any) -> int:
-    body = {"kind": kind, "run_id": run_id, **payload}
-    ack = await js.publish(f"mxt.events.{kind}.{run_id}", json.dumps(body).encode())
+_EVENT_TYPES = {"run": RunStateChanged, "task": TaskStateChanged, "log": LogLine}
+
+
+async def _publish(js: Any, kind: str, run_id: str, **fields: Any) -> int:
+    """Publish one typed event as the orchestrator does; its stream sequence."""
+    defaults = {
+        "run": {"programme": "ToO", "state": "running"},
+        "task": {"task": "detect", "state": "running", "attempt": 1},
+        "log": {"level": "INFO", "function": "brick-detect", "message": "line"},
+    }[kind]
+    event = _EVENT_TYPES[kind](run_id=run_id, **{**defaults, **fields})
+    ack = await js.publish(event.subject, event.to_bytes(), headers={"Nats-Msg-Id": event.msg_id()})
+    assert not ack.duplicate
     return int(ack.seq)
 
 
@@ -57,15 +70,15 @@ async def test_reconnecting_client_resumes_without_gap_or_duplicate(nats_fresh, 
 
     expected = [await _publish(js, "run", "R1", state="running")]
     for i in range(30):
-        expected.append(await _publish(js, "task", "R1", task=f"t{i}", state="running"))
-        await _publish(js, "task", "R2", task=f"t{i}", state="running")  # another run
+        expected.append(await _publish(js, "task", "R1", attempt=i + 1))
+        await _publish(js, "task", "R2", attempt=i + 1)  # another run
     first_part = await _events_until(flaky, expected[10])
     flaky.transport.abort()  # the link drops mid-run, frames still in flight are lost
 
     # Published while the flaky client is away: it must get them on resume.
     for i in range(30):
-        expected.append(await _publish(js, "log", "R1", message=f"line {i}", level="INFO"))
-    expected.append(await _publish(js, "run", "R1", state="completed"))
+        expected.append(await _publish(js, "log", "R1", message=f"line {i}"))
+    expected.append(await _publish(js, "run", "R1", state="succeeded"))
 
     resumed = await websockets.connect(f"{url}&since_seq={first_part[-1]['seq']}")
     assert (await _frame(resumed))["since_seq"] == first_part[-1]["seq"]
@@ -76,7 +89,7 @@ async def test_reconnecting_client_resumes_without_gap_or_duplicate(nats_fresh, 
     assert flaky_seqs == expected
     assert [f["seq"] for f in steady_all] == expected
     assert all(f["run_id"] == "R1" for f in steady_all)
-    assert steady_all[-1]["event"]["state"] == "completed"
+    assert steady_all[-1]["event"]["state"] == "succeeded"
     for ws in (steady, resumed):
         await ws.close()
     await nc.close()
@@ -84,22 +97,30 @@ async def test_reconnecting_client_resumes_without_gap_or_duplicate(nats_fresh, 
 
 async def test_since_seq_zero_replays_history_and_filters_apply(nats_fresh, hub_address):
     nc, js = await _events_stream(nats_fresh.url)
-    tasks = [await _publish(js, "task", "R7", task="detect", programme="ToO")]
-    await _publish(js, "log", "R7", programme="ToO", message="x")
-    tasks.append(await _publish(js, "task", "R8", task="detect", programme="GP"))
-    too_only = await _publish(js, "task", "R9", task="notice", programme="too")
+    await _publish(js, "run", "r-7", programme="ToO")
+    await _publish(js, "run", "r-8", programme="GP")
+    tasks = [await _publish(js, "task", "r-7", task="detect")]
+    log_7 = await _publish(js, "log", "r-7", message="x")
+    tasks.append(await _publish(js, "task", "r-8", task="detect"))
+    await _publish(js, "run", "r-9", programme="ToO")
+    last = await _publish(js, "task", "r-9", task="notice")
+    tasks.append(last)
+    await _publish(js, "task", "r-unknown", task="notice")  # a run without run events
 
     ws = await websockets.connect(f"ws://{hub_address}/events?kind=task&since_seq=0")
     await _frame(ws)
-    frames = await _events_until(ws, too_only)
-    assert [f["seq"] for f in frames] == tasks + [too_only]
+    frames = await _events_until(ws, last)
+    assert [f["seq"] for f in frames] == tasks
+    assert all(f["kind"] == "task" for f in frames)
     await ws.close()
 
-    ws = await websockets.connect(f"ws://{hub_address}/events?programme=ToO&since_seq=0")
+    # Task and log events carry no programme: the hub finds it from the run's events.
+    ws = await websockets.connect(f"ws://{hub_address}/events?programme=too&since_seq=0")
     await _frame(ws)
-    frames = await _events_until(ws, too_only)
-    assert {f["run_id"] for f in frames} == {"R7", "R9"}
-    assert len(frames) == 3
+    frames = await _events_until(ws, last)
+    assert {f["run_id"] for f in frames} == {"r-7", "r-9"}
+    assert [f["seq"] for f in frames if f["run_id"] == "r-7"][-2:] == [tasks[0], log_7]
+    assert len(frames) == 5
     await ws.close()
     await nc.close()
 
@@ -204,7 +225,9 @@ async def test_slow_client_dropped_while_others_get_everything(nats_fresh, hub_a
     fast = await websockets.connect(f"ws://{hub_address}{path}", max_size=2**22)
     await _frame(fast)
     filler = "x" * 60_000  # a long log line, so the socket buffers fill quickly
-    published = [await _publish(js, "log", "R3", message=filler) for _ in range(300)]
+    published = [
+        await _publish(js, "log", "R3", message=filler, line_time=str(i)) for i in range(300)
+    ]
     got = await _events_until(fast, published[-1])
     assert [f["seq"] for f in got] == published
 
