@@ -149,3 +149,33 @@ def test_plate_scale_in_truth_matches_geometry() -> None:
     _, truth = simulate(Scene(duration=10.0))
     assert truth["plate_scale_arcsec"] == Geometry.model().plate_scale_arcsec
     assert set(model_calibrations()) >= {"PSF", "SPECRESP", "VIGNET"}
+
+
+def test_cli_builds_the_caldb_and_simulates(tmp_path) -> None:
+    import json
+
+    from astropy.io import fits
+    from click.testing import CliRunner
+
+    from bricks.calibration import CODENAMES, calibration_from_hdulist
+    from local.cli import main
+
+    runner = CliRunner()
+    result = runner.invoke(main, ["caldb", "build", "--out", str(tmp_path / "caldb")])
+    assert result.exit_code == 0, result.output
+    rebuilt = {}
+    for path in sorted((tmp_path / "caldb").glob("*.fits")):
+        with fits.open(path) as hdul:
+            rebuilt.update(calibration_from_hdulist(hdul))
+    assert set(rebuilt) == set(CODENAMES)
+    assert len((tmp_path / "caldb" / "caldb.indx").read_text().splitlines()) == 1 + len(CODENAMES)
+    out = tmp_path / "obs.fits"
+    args = ["simulate", "--source", "180.1,30.05,1e-10,2.0,0.2", "--duration", "200"]
+    args += ["--seed", "4", "--out", str(out), "--truth", str(tmp_path / "truth.json")]
+    result = runner.invoke(main, args)
+    assert result.exit_code == 0, result.output
+    truth = json.loads((tmp_path / "truth.json").read_text())
+    with fits.open(out) as hdul:
+        assert len(hdul["EVENTS"].data) == truth["n_events"] > 0
+    bad = runner.invoke(main, ["simulate", "--source", "1,2"])
+    assert bad.exit_code != 0 and "RA,DEC,FLUX" in bad.output
