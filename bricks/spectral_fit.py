@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from astropy.io import fits
-from scipy import optimize
+from scipy import optimize, sparse
 
 from bricks.errors import BadInput
 from bricks.fitting import curvature_errors, wstat
@@ -20,31 +20,31 @@ from bricks.fitting import curvature_errors, wstat
 
 @dataclass(frozen=True)
 class Response:
-    """A dense response: ``matrix[i, k]`` = cm^2 x probability, energy bin i to channel k.
+    """A response: ``folding[k, i]`` = cm^2 x probability, energy bin i to channel k.
 
     Attributes
     ----------
     energ_lo, energ_hi
         Incident energy bins, keV.
-    matrix
-        ARF x RMF, cm^2, shape (n_energies, n_channels).
+    folding
+        ARF x RMF, cm^2, sparse (n_channels, n_energies): the matrix is a narrow band.
     e_min, e_max
         Channel energy bounds, keV.
     """
 
     energ_lo: np.ndarray
     energ_hi: np.ndarray
-    matrix: np.ndarray
+    folding: sparse.csr_array
     e_min: np.ndarray
     e_max: np.ndarray
 
     def fold(self, photon_flux: np.ndarray) -> np.ndarray:
         """Counts/s per channel from photons/cm^2/s per energy bin."""
-        return photon_flux @ self.matrix
+        return self.folding @ photon_flux
 
 
 def response_from_files(arf: fits.HDUList, rmf: fits.HDUList) -> Response:
-    """Build the dense ARF x RMF from OGIP SPECRESP, MATRIX and EBOUNDS extensions."""
+    """Build ARF x RMF from OGIP SPECRESP, MATRIX and EBOUNDS extensions."""
     try:
         specresp, matrix, ebounds = arf["SPECRESP"].data, rmf["MATRIX"].data, rmf["EBOUNDS"].data
     except KeyError as exc:
@@ -65,7 +65,7 @@ def response_from_files(arf: fits.HDUList, rmf: fits.HDUList) -> Response:
     return Response(
         energ_lo=np.asarray(matrix["ENERG_LO"], dtype=np.float64),
         energ_hi=np.asarray(matrix["ENERG_HI"], dtype=np.float64),
-        matrix=dense,
+        folding=sparse.csr_array(dense.T),
         e_min=np.asarray(ebounds["E_MIN"], dtype=np.float64),
         e_max=np.asarray(ebounds["E_MAX"], dtype=np.float64),
     )
@@ -116,13 +116,13 @@ def fit_power_law(
     if exposure <= 0 or src_counts[good].sum() < 10:
         raise BadInput("too few source counts or no exposure for a spectral fit")
     counts, background = src_counts[good], bkg_counts[good]
-    matrix = np.ascontiguousarray(response.matrix[:, good])  # fold only the fitted channels
+    folding = response.folding[np.flatnonzero(good)]  # fold only the fitted channels
 
     def expected(params: np.ndarray) -> np.ndarray:
         photons = power_law_photons(
             response.energ_lo, response.energ_hi, params[0], 10.0 ** params[1]
         )
-        return (photons @ matrix) * exposure
+        return (folding @ photons) * exposure
 
     def cash(params: np.ndarray) -> float:
         return wstat(expected(params), counts, background, backscal_ratio)
