@@ -35,6 +35,8 @@ class StorageSettings(BaseSettings):
     secrets_dir: Path | None = None
     nats_url: str | None = None
     gateway_url: str = "http://127.0.0.1:8080"
+    #: migrate the database to head on first use (the embedded stack's default)
+    auto_migrate: bool = True
     #: publish object-created events on upload (default: only with the local store)
     publish_storage_events: bool | None = None
 

@@ -57,12 +57,21 @@ def make_engine(url: str, **kwargs: Any) -> sa.Engine:
 
 @lru_cache(maxsize=8)
 def get_engine(url: str | None = None) -> sa.Engine:
-    """The process's engine for ``url`` (default: the settings' database URL)."""
-    if url is None:
-        from storage.settings import get_settings
+    """The process's engine for ``url`` (default: the settings' database URL).
 
-        url = get_settings().resolved_database_url
-    return make_engine(url)
+    For the settings' database, the schema is migrated to head on first use unless
+    ``MXT_AUTO_MIGRATE=false``: the embedded stack then needs no separate step, and
+    concurrent first uses are serialised (SQLite write lock, PostgreSQL advisory lock).
+    """
+    if url is not None:
+        return make_engine(url)
+    from storage.settings import get_settings
+
+    settings = get_settings()
+    engine = make_engine(settings.resolved_database_url)
+    if settings.auto_migrate:
+        _upgrade(engine)
+    return engine
 
 
 @lru_cache(maxsize=8)
@@ -110,12 +119,26 @@ def alembic_config(connection: sa.Connection | None = None) -> Any:
 
 def upgrade_to_head(url: str | None = None) -> None:
     """Migrate the database at ``url`` (default: the settings') to the latest revision."""
+    if url is None:
+        _upgrade(get_engine())
+        return
+    engine = make_engine(url)
+    try:
+        _upgrade(engine)
+    finally:
+        engine.dispose()
+
+
+#: key of the PostgreSQL advisory lock that serialises concurrent migrations
+MIGRATION_LOCK = 0x4D58_5400
+
+
+def _upgrade(engine: sa.Engine) -> None:
     from alembic import command
 
-    engine = make_engine(url) if url else get_engine()
-    try:
-        with engine.begin() as connection:
-            command.upgrade(alembic_config(connection), "head")
-    finally:
-        if url:
-            engine.dispose()
+    with engine.begin() as connection:
+        if connection.dialect.name == "postgresql":
+            connection.execute(
+                sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK}
+            )
+        command.upgrade(alembic_config(connection), "head")

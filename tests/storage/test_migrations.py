@@ -59,3 +59,28 @@ def test_sqlite_pragmas(tmp_path):
             assert connection.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
     finally:
         engine.dispose()
+
+
+def test_concurrent_upgrades_serialise(database_url: str):
+    """Function processes starting together all migrate the same fresh database."""
+    import threading
+
+    errors: list[BaseException] = []
+
+    def upgrade() -> None:
+        try:
+            upgrade_to_head(database_url)
+        except BaseException as exc:  # collected for the assertion
+            errors.append(exc)
+
+    threads = [threading.Thread(target=upgrade) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    engine = make_engine(database_url)
+    try:
+        assert set(sa.inspect(engine).get_table_names()) == EXPECTED_TABLES
+    finally:
+        engine.dispose()
