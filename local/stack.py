@@ -44,10 +44,9 @@ def read_state(data_dir: Path) -> dict[str, Any] | None:
     except (FileNotFoundError, json.JSONDecodeError):
         return None
     try:
-        os.kill(int(state["pid"]), 0)
-    except (ProcessLookupError, KeyError, ValueError):
+        return state if _running(int(state["pid"])) else None
+    except (KeyError, ValueError):
         return None
-    return state
 
 
 def run_stack(
@@ -154,13 +153,21 @@ def stop_stack(data_dir: Path, timeout: float = 30.0) -> bool:
     os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
+        if not _running(pid):
             return True
         time.sleep(0.05)
     os.kill(pid, signal.SIGKILL)
     return True
+
+
+def _running(pid: int) -> bool:
+    """Whether ``pid`` runs (an exited child its parent has not reaped yet does not)."""
+    import psutil
+
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
 
 
 class EmbeddedStack:

@@ -1,0 +1,106 @@
+"""The embedded stack's life cycle: ``mxt up`` / ``mxt down`` and Ctrl-C leave no process."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import psutil
+
+from local.natsd import free_port
+from local.stack import EmbeddedStack, read_state
+from tests.gateway.conftest import function_entry, wait_for, write_stack
+
+
+def _descendants(pid: int) -> list[psutil.Process]:
+    return psutil.Process(pid).children(recursive=True)
+
+
+def _alive(processes: list[psutil.Process]) -> list[psutil.Process]:
+    return [p for p in processes if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+
+
+def test_mxt_up_then_down_leaves_no_orphans(tmp_path: Path) -> None:
+    stack_file = write_stack(
+        tmp_path / "stack.yml", {"echo": function_entry("echo"), "sleep": function_entry("sleep")}
+    )
+    data_dir, port = tmp_path / "data", free_port()
+    mxt = [sys.executable, "-c", "from local.cli import main; main()"]
+    env = dict(os.environ)
+    env.pop("MXT_SECRETS_DIR", None)
+    up = subprocess.Popen(
+        [*mxt, "up", "--port", str(port), "--data-dir", str(data_dir), "--stack", str(stack_file)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        env=env,
+    )
+    try:
+        url = f"http://127.0.0.1:{port}"
+        wait_for(lambda: read_state(data_dir) is not None and _healthy(url), timeout=60)
+        password = (data_dir / "secrets" / "basic-auth-password").read_text().strip()
+        wait_for(lambda: _ready(url, password, 2), timeout=60)
+        children = _descendants(up.pid)
+        names = " ".join(" ".join(p.cmdline()) for p in children)
+        assert "nats-server" in names and names.count("gateway.runtime") == 2
+        listed = subprocess.run(
+            [*mxt, "ls", "--data-dir", str(data_dir)], capture_output=True, text=True, env=env
+        )
+        assert listed.returncode == 0 and "echo" in listed.stdout and "sleep" in listed.stdout
+        down = subprocess.run(
+            [*mxt, "down", "--data-dir", str(data_dir)], capture_output=True, text=True, env=env
+        )
+        assert down.returncode == 0, down.stderr
+        assert up.wait(30) == 0
+        assert _alive(children) == []
+        assert read_state(data_dir) is None
+        assert "password created in" in up.stdout.read().decode()
+    finally:
+        if up.poll() is None:
+            up.kill()
+
+
+def test_ctrl_c_drains_and_stops_everything(tmp_path: Path) -> None:
+    stack_file = write_stack(tmp_path / "stack.yml", {"sleep": function_entry("sleep")})
+    stack = EmbeddedStack(stack_file, tmp_path / "data").start()
+    try:
+        assert stack.process is not None
+        children = _descendants(stack.process.pid)
+        # a call in flight when Ctrl-C arrives still gets its answer
+        with httpx.Client(base_url=stack.url, timeout=30) as http:
+            import threading
+
+            answers: list[int] = []
+            caller = threading.Thread(
+                target=lambda: answers.append(
+                    http.post("/function/sleep", json={"seconds": 1}).status_code
+                )
+            )
+            caller.start()
+            wait_for(lambda: _invocations(stack) == 1)
+            stack.process.send_signal(signal.SIGINT)
+            caller.join(30)
+        assert answers == [200]
+        assert stack.process.wait(30) == 0
+        assert _alive(children) == []
+    finally:
+        stack.stop()
+
+
+def _invocations(stack: EmbeddedStack) -> int:
+    return sum(f["invocationCount"] for f in stack.functions())
+
+
+def _healthy(url: str) -> bool:
+    try:
+        return httpx.get(url + "/healthz", timeout=1).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def _ready(url: str, password: str, count: int) -> bool:
+    functions = httpx.get(url + "/system/functions", auth=("admin", password)).json()
+    return sum(f["availableReplicas"] for f in functions) == count
