@@ -107,10 +107,12 @@ def run_brick(brick: Brick, request: BrickRequest, store: Any, log: Any = None) 
             f"brick {brick.name}: unknown input(s) {unknown}; inputs: {sorted(declared)}"
         )
     inputs: dict[str, Any] = {}
-    input_provenance: dict[str, dict[str, Any]] = {}
+    input_provenance: list[dict[str, Any]] = []
     for name, ref in request.inputs.items():
         data = _read(store, ref, f"input {name}")
-        input_provenance[name] = {"ref": ref, "sha256": hashlib.sha256(data).hexdigest()}
+        input_provenance.append(
+            {"name": name, "ref": ref, "sha256": hashlib.sha256(data).hexdigest()}
+        )
         try:
             inputs[name] = deserialise_product(declared[name], data)
         except Exception as exc:  # noqa: BLE001 - any decoding failure is the data's
@@ -153,7 +155,7 @@ def run_brick(brick: Brick, request: BrickRequest, store: Any, log: Any = None) 
             "brick_version": brick.version,
             "config": config.model_dump(mode="json"),
             "config_version": request.config_version,
-            "caldb": caldb_provenance,
+            "caldb_files": caldb_provenance,
             "inputs": input_provenance,
             "run_id": request.run_id,
             "task_id": request.task_id,
@@ -200,12 +202,12 @@ def _write(store: Any, ref: str, data: bytes, request: BrickRequest, brick: Bric
 
 def _calibration(
     brick: Brick, caldb: dict[str, str], store: Any
-) -> tuple[dict[str, Any], dict[str, dict[str, str]]]:
+) -> tuple[dict[str, Any], list[dict[str, str]]]:
     missing = [c for c in brick.caldb if c not in caldb]
     if missing:
         raise BadInput(f"brick {brick.name}: no CALDB file given for codename(s) {missing}")
     calibration: dict[str, Any] = {}
-    provenance: dict[str, dict[str, str]] = {}
+    provenance: list[dict[str, str]] = []
     for codename in brick.caldb:
         ref = caldb[codename]
         bucket, key = split_ref(ref)
@@ -217,7 +219,7 @@ def _calibration(
         if codename not in products:
             raise Unprocessable(f"CALDB file {ref} holds no {codename} extension (CCNM0001)")
         calibration[codename] = products[codename]
-        provenance[codename] = {"ref": ref, "sha256": sha256}
+        provenance.append({"codename": codename, "ref": ref, "sha256": sha256})
     return calibration, provenance
 
 

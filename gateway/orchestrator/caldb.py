@@ -1,24 +1,19 @@
 """CALDB files of a run, resolved once when it starts and recorded with it.
 
-Each codename the programme's bricks need is resolved by the ``caldb-query``
-function (``quzcif`` semantics: valid at the observation's date, matching
-boundaries, newest validity start, quality 0), unless the request overrides it.
+Each codename the programme's bricks need is resolved with the CALDB index's
+``quzcif`` semantics (``storage.caldb.index.best_dataset``, the query behind the
+``caldb-query`` function: valid at the observation's date, matching boundaries,
+newest validity start, quality 0), unless the request overrides it with a file.
 """
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any, Protocol
 
-from bricks.errors import BadInput, MxtError, NotFound
+from bricks.errors import BadInput, NotFound
 from gateway.orchestrator.raw import RawObservation
 
 CALDB_BUCKET = "caldb"
-CALDB_QUERY_FUNCTION = "caldb-query"
-
-
-class _Invoker(Protocol):
-    async def invoke(self, function: str, body: dict[str, Any]) -> Any: ...
 
 
 class _Request(Protocol):
@@ -26,12 +21,8 @@ class _Request(Protocol):
     caldb_date: str | None
 
 
-async def resolve_caldb(
-    gateway: _Invoker,
-    store: Any,
-    codenames: list[str],
-    observation: RawObservation,
-    request: _Request,
+def resolve_caldb(
+    store: Any, codenames: list[str], observation: RawObservation, request: _Request
 ) -> dict[str, dict[str, Any]]:
     """``codename → {"ref", "sha256"}`` for every codename a run needs.
 
@@ -40,55 +31,39 @@ async def resolve_caldb(
     BadInput
         An override names a codename the programme does not use, or a missing file.
     NotFound
-        The CALDB has no valid file for a codename at that date.
+        The CALDB has no valid file for a codename at that date (named).
     """
+    from storage.caldb.index import CaldbQuery, best_dataset
+    from storage.db.engine import get_engine, transaction
+
     unknown = sorted(set(request.caldb) - set(codenames))
     if unknown:
         raise BadInput(f"caldb override(s) {unknown} are not used; codenames: {codenames}")
-    date, time = _validity(observation, request.caldb_date)
-    queried = [c for c in codenames if c not in request.caldb]
-    answers = await asyncio.gather(*(_query(gateway, codename, date, time) for codename in queried))
-    resolved = dict(zip(queried, answers, strict=True))
-    for codename, ref in request.caldb.items():
-        resolved[codename] = _override(store, codename, ref)
-    return dict(sorted(resolved.items()))
+    date, time = validity(observation, request.caldb_date)
+    resolved = {}
+    with transaction(get_engine()) as db:
+        for codename in codenames:
+            if codename in request.caldb:
+                resolved[codename] = _override(store, codename, request.caldb[codename])
+                continue
+            query = CaldbQuery(codename=codename, date=date, time=time)
+            try:
+                dataset = best_dataset(db, query)
+            except NotFound as exc:
+                raise NotFound(f"{exc.reason}; ingest the CALDB first (mxt caldb build)") from None
+            resolved[codename] = {
+                "ref": f"{dataset.bucket}/{dataset.key}",
+                "sha256": dataset.sha256,
+            }
+    return resolved
 
 
-def _validity(observation: RawObservation, caldb_date: str | None) -> tuple[str, str]:
+def validity(observation: RawObservation, caldb_date: str | None) -> tuple[str, str]:
+    """The date and time (``YYYY-MM-DD``, ``hh:mm:ss``) the CALDB must be valid at."""
     if caldb_date:
         return caldb_date, "00:00:00"
     date, _, time = observation.date_obs.partition("T")
     return date, (time or "00:00:00")[:8]
-
-
-async def _query(gateway: _Invoker, codename: str, date: str, time: str) -> dict[str, Any]:
-    try:
-        answer = await gateway.invoke(
-            CALDB_QUERY_FUNCTION,
-            {"instrument": "MXT", "codename": codename, "date": date, "time": time},
-        )
-    except NotFound as exc:
-        raise NotFound(
-            f"no CALDB file for {codename} valid at {date} {time}: {exc.reason}"
-        ) from None
-    except MxtError:
-        raise
-    return _ref_of(codename, answer)
-
-
-def _ref_of(codename: str, answer: Any) -> dict[str, Any]:
-    """The object reference and checksum in a ``caldb-query`` answer."""
-    item = answer
-    if isinstance(answer, dict) and isinstance(answer.get("files"), list):
-        item = answer["files"][0] if answer["files"] else None
-    if isinstance(answer, list):
-        item = answer[0] if answer else None
-    if not isinstance(item, dict) or not (item.get("key") or item.get("object_key")):
-        raise NotFound(f"caldb-query found no file for {codename}")
-    key = item.get("key") or item.get("object_key")
-    sha256 = item.get("sha256") or item.get("checksum")
-    ref = key if key.startswith(f"{CALDB_BUCKET}/") else f"{CALDB_BUCKET}/{key}"
-    return {"ref": ref, "sha256": sha256}
 
 
 def _override(store: Any, codename: str, ref: str) -> dict[str, Any]:

@@ -162,9 +162,7 @@ class Orchestrator:
             seed_programmes(db)
             version = _config_version(db, programme, request.config_version, request.config)
             dag, version = load_dag(db, programme, version)
-        caldb = await resolve_caldb(
-            self.gateway, self._store(), dag.caldb_codenames(), observation, request
-        )
+        caldb = resolve_caldb(self._store(), dag.caldb_codenames(), observation, request)
         run_id = request.run_id or new_run_id()
         with _transaction() as db:
             _register_observation(db, observation, programme)

@@ -42,6 +42,11 @@ class RunCaldbFile(_OrchestratorBase):
 
 @cache
 def _tables_ready(engine: sa.Engine) -> bool:
+    """Migrate an empty database (a first start) and add the orchestrator's table."""
+    if not sa.inspect(engine).has_table("runs"):
+        from storage.db.engine import upgrade_to_head
+
+        upgrade_to_head(engine.url.render_as_string(hide_password=False))
     _OrchestratorBase.metadata.create_all(engine, checkfirst=True)
     return True
 

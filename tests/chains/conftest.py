@@ -1,0 +1,183 @@
+"""A running stack for chain tests: gateway, provider, queue worker, connector, NATS,
+the orchestrator and brick functions, SQLite missiondb, local object store, and the
+model CALDB ingested; plus small simulated observations and a client for the runs API.
+
+The stack serves a stack file generated from the repository's ``stack.yml`` with only
+the functions chains need (orchestrator*, brick-*), so that it starts in seconds.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import httpx
+import yaml
+from astropy.io import fits
+
+from local.stack import EmbeddedStack
+
+REPO = Path(__file__).resolve().parents[2]
+TERMINAL = ("succeeded", "failed", "cancelled")
+
+
+def chain_stack_file(
+    target: Path, keep: tuple[str, ...] = ("orchestrator", "brick-"), extra: dict | None = None
+) -> Path:
+    """A stack file listing the repository's functions whose names start with ``keep``.
+
+    Handler folders become absolute paths so the file can live anywhere; ``extra``
+    adds functions (a test's own failing brick, say).
+    """
+    stack = yaml.safe_load((REPO / "stack.yml").read_text())
+    functions = {
+        name: {**spec, "handler": str(REPO / spec["handler"])}
+        for name, spec in stack["functions"].items()
+        if name.startswith(keep)
+    }
+    functions.update(extra or {})
+    document = {
+        "version": stack["version"],
+        "provider": stack["provider"],
+        "configuration": {"templates": [{"name": "python3-mxt"}]},
+        "functions": functions,
+    }
+    target.write_text(yaml.safe_dump(document, sort_keys=False))
+    return target
+
+
+def prepare_data_dir(data_dir: Path) -> None:
+    """Migrate the SQLite database and ingest the model CALDB into the local store."""
+    from bricks.calibration import model_caldb_hdulists
+    from storage.caldb.index import IngestOptions, ingest
+    from storage.db.engine import make_engine, transaction, upgrade_to_head
+
+    url = f"sqlite:///{data_dir / 'mxt.db'}"
+    data_dir.mkdir(parents=True, exist_ok=True)
+    upgrade_to_head(url)
+    store = local_store(data_dir)
+    engine = make_engine(url)
+    with transaction(engine) as db:
+        for filename, hdul in model_caldb_hdulists().items():
+            buffer = _fits_bytes(hdul)
+            ingest(db, store, buffer, IngestOptions(filename=filename))
+    engine.dispose()
+
+
+def local_store(data_dir: Path) -> Any:
+    """The object store the stack's functions use (``MXT_DATA_DIR/objects``)."""
+    from storage.local import LocalObjectStore
+
+    store = LocalObjectStore(data_dir / "objects")
+    store.ensure_buckets()
+    return store
+
+
+def _fits_bytes(hdul: fits.HDUList) -> bytes:
+    import io
+
+    buffer = io.BytesIO()
+    hdul.writeto(buffer)
+    return buffer.getvalue()
+
+
+def small_scene(obs_id: str, program: str = "TargetOfOpportunity-Nom", seed: int = 3) -> Any:
+    """A GRB afterglow observation of about 10⁴ events (a few seconds through the chain)."""
+    from bricks.simulate import Scene, Source
+
+    t0 = 288_000_000.0
+    return Scene(
+        obs_id=obs_id,
+        program=program,
+        burst_id="sb26022501",
+        object="GRB 260225A",
+        ra_pnt=45.0,
+        dec_pnt=10.0,
+        trigger_time=t0,
+        tstart=t0 + 300.0,
+        duration=1500.0,
+        sources=[
+            Source(ra=45.02, dec=10.01, flux=2e-10, decay_index=1.2, flux_time_s=300.0, nh=0.3)
+        ],
+        seed=seed,
+    )
+
+
+class RunsClient:
+    """The runs API of a stack, as an operator's script would use it."""
+
+    def __init__(self, stack: EmbeddedStack) -> None:
+        self.stack = stack
+        self.url = stack.url
+        self.http = httpx.Client(timeout=60)
+
+    def upload_raw(self, l0: fits.HDUList, obs_id: str) -> str:
+        """Put an L0 file in the raw bucket; its ``raw/<obs_id>/<file>`` reference."""
+        store = local_store(self.stack.data_dir)
+        key = f"{obs_id}/{obs_id}_mxt_l0.fits"
+        store.put("raw", key, _fits_bytes(l0), content_type="application/fits")
+        return f"raw/{key}"
+
+    def start(self, raw_ref: str, **fields: Any) -> httpx.Response:
+        return self.http.post(
+            f"{self.url}/mxt/runs", json={"raw_key": raw_ref, **fields}, auth=self.stack.auth
+        )
+
+    def run(self, run_id: str) -> dict[str, Any]:
+        response = self.http.get(f"{self.url}/mxt/runs/{run_id}")
+        response.raise_for_status()
+        return response.json()
+
+    def products(self, run_id: str) -> list[dict[str, Any]]:
+        response = self.http.get(f"{self.url}/mxt/runs/{run_id}/products")
+        response.raise_for_status()
+        return response.json()["items"]
+
+    def logs(self, run_id: str, **query: Any) -> list[dict[str, Any]]:
+        response = self.http.get(f"{self.url}/mxt/runs/{run_id}/logs", params=query)
+        response.raise_for_status()
+        return response.json()["items"]
+
+    def wait(self, run_id: str, timeout: float = 120.0) -> dict[str, Any]:
+        """The run once it has ended (polling; a run that never ends fails the test)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            run = self.run(run_id)
+            if run["state"] in TERMINAL:
+                return run
+            if time.monotonic() > deadline:
+                raise AssertionError(f"run {run_id} still {run['state']} after {timeout} s: {run}")
+            time.sleep(0.1)
+
+
+@pytest.fixture(scope="session")
+def observation_factory() -> Any:
+    """``make(obs_id, program, seed) -> (l0, truth)``: small simulated observations."""
+    from bricks.simulate import simulate
+
+    def make(obs_id: str | None = None, program: str = "TargetOfOpportunity-Nom", seed: int = 3):
+        return simulate(small_scene(obs_id or f"t{uuid.uuid4().hex[:10]}", program, seed))
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def chain_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedStack]:
+    """One stack for the chain tests that do not break it."""
+    root = tmp_path_factory.mktemp("chain")
+    data_dir = root / "data"
+    prepare_data_dir(data_dir)
+    stack_file = chain_stack_file(root / "stack.yml")
+    stack = EmbeddedStack(stack_file, data_dir, env={"MXT_DATA_DIR": str(data_dir)})
+    stack.start(timeout=90)
+    yield stack
+    stack.stop()
+
+
+@pytest.fixture()
+def runs(chain_stack: EmbeddedStack) -> RunsClient:
+    return RunsClient(chain_stack)
