@@ -50,10 +50,10 @@ class DetectConfig(BrickConfig):
     ----------
     threshold_sigma
         Detection threshold of the PSF-matched significance, σ.
-    min_separation_arcmin
-        Peaks closer than this to a more significant one are the same source.
-    background_box_arcmin
-        Side of the local background box, arcmin.
+    background_block_arcmin
+        Side of the background mesh blocks, arcmin.
+    background_window_blocks
+        Side, in blocks, of the window whose clipped mean is a block's background.
     kernel_radius_arcmin
         Half-side of the PSF kernel, arcmin (the diffuse halo reaches 30′).
     fit_radius_arcmin
@@ -69,19 +69,22 @@ class DetectConfig(BrickConfig):
         Target position overriding the header's, degrees.
     max_sources
         Longest source list.
+    confusion_fraction
+        Fraction of a brighter source's signal counted as noise for its neighbours.
     """
 
     threshold_sigma: float = Field(5.0, gt=0.0)
-    min_separation_arcmin: float = Field(8.0, gt=0.0, le=60.0)
-    background_box_arcmin: float = Field(24.0, gt=1.0, le=120.0)
+    background_block_arcmin: float = Field(3.6, gt=0.5, le=30.0)
+    background_window_blocks: int = Field(7, ge=3, le=31)
     kernel_radius_arcmin: float = Field(30.0, gt=2.0, le=60.0)
     fit_radius_arcmin: float = Field(10.0, gt=1.0, le=30.0)
-    fit_grid_arcmin: float = Field(0.25, gt=0.01, le=2.0)
+    fit_grid_arcmin: float = Field(0.5, gt=0.01, le=2.0)
     systematic_arcsec: float = Field(25.0, ge=0.0)
     select: Literal["brightest", "nearest_target"] = "brightest"
     target_ra_deg: float | None = Field(None, ge=0.0, lt=360.0)
     target_dec_deg: float | None = Field(None, ge=-90.0, le=90.0)
     max_sources: int = Field(20, ge=1, le=1000)
+    confusion_fraction: float = Field(0.1, ge=0.0, le=1.0)
 
 
 def _calibration(calibration: dict, codename: str) -> Any:
@@ -273,10 +276,11 @@ def detect_sources(
             expmap > 0,
             psf_kernel(psf, roll, pixel_arcmin, config.kernel_radius_arcmin),
             config.threshold_sigma,
-            max(int(round(config.min_separation_arcmin / pixel_arcmin)), 1),
-            max(int(round(config.background_box_arcmin / pixel_arcmin)), 3),
+            max(int(round(config.background_block_arcmin / pixel_arcmin)), 2),
+            config.background_window_blocks,
             0.75 * config.fit_radius_arcmin / pixel_arcmin,
             config.max_sources,
+            config.confusion_fraction,
         )
     position = _no_detection("no source above the threshold", len(sources), summary)
     if not len(x):
@@ -292,6 +296,9 @@ def detect_sources(
             pixel_arcmin,
             expmap / on_axis,
             config.fit_grid_arcmin,
+            [(s.x, s.y, s.counts) for s in sources if s is not chosen],
+            psf,
+            roll,
         )
         fit = fit_position(ap, psf, roll, chosen.counts, pixel_arcmin, (chosen.x, chosen.y))
         if fit is not None:

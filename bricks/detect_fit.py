@@ -13,6 +13,7 @@ holding 90 % of the corresponding bivariate normal, the circular version of the
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -59,7 +60,11 @@ class PositionFit:
 
 @dataclass(frozen=True)
 class Aperture:
-    """The events and the integration grid of one fit, offsets in arcmin from the centre."""
+    """The events and the integration grid of one fit, offsets in arcmin from the centre.
+
+    ``other_events`` and ``other_grid`` hold the fixed density (counts per arcmin²) that
+    the other detected sources put at the events and on the grid.
+    """
 
     u: np.ndarray
     v: np.ndarray
@@ -67,6 +72,8 @@ class Aperture:
     grid_v: np.ndarray
     grid_exposure_area: np.ndarray
     event_exposure: np.ndarray
+    other_events: np.ndarray
+    other_grid: np.ndarray
 
 
 def circular_radius90(cov: np.ndarray) -> float:
@@ -96,6 +103,9 @@ def make_aperture(
     pixel_arcmin: float,
     relative_exposure: np.ndarray,
     grid_step_arcmin: float,
+    others: Sequence[tuple[float, float, float]] = (),
+    psf: Psf | None = None,
+    roll_deg: float = 0.0,
 ) -> Aperture:
     """Select the events within the aperture and lay the integration grid over it.
 
@@ -113,6 +123,10 @@ def make_aperture(
         Exposure map divided by its on-axis value, ``[y, x]`` 0-based.
     grid_step_arcmin
         Integration grid step.
+    others
+        Other sources ``(x, y, counts)`` (sky pixels, whole-PSF counts), held fixed.
+    psf, roll_deg
+        PSF and roll for the other sources' density (needed when ``others`` is given).
     """
     cx, cy = centre
     u = (np.asarray(x, dtype=float) - cx) * pixel_arcmin
@@ -125,6 +139,13 @@ def make_aperture(
     gu, gv = gu[in_disc], gv[in_disc]
     grid_e = _exposure_at(relative_exposure, cx + gu / pixel_arcmin, cy + gv / pixel_arcmin)
     event_e = _exposure_at(relative_exposure, x[inside], y[inside])
+    other_events, other_grid = np.zeros(int(inside.sum())), np.zeros(gu.shape)
+    for ox, oy, counts in others:
+        du, dv = (ox - cx) * pixel_arcmin, (oy - cy) * pixel_arcmin
+        ex, ey = sky_to_detector(u[inside] - du, v[inside] - dv, roll_deg)
+        other_events += counts * psf.density(ex, ey)
+        gx, gy = sky_to_detector(gu - du, gv - dv, roll_deg)
+        other_grid += counts * psf.density(gx, gy)
     return Aperture(
         u=u[inside],
         v=v[inside],
@@ -132,6 +153,8 @@ def make_aperture(
         grid_v=gv,
         grid_exposure_area=grid_e * grid_step_arcmin**2,
         event_exposure=event_e,
+        other_events=other_events,
+        other_grid=other_grid,
     )
 
 
@@ -149,20 +172,20 @@ def cash(params: np.ndarray, ap: Aperture, psf: Psf, roll_deg: float) -> float:
     pu, pv, ln_n, ln_b = params
     n, b = np.exp(ln_n), np.exp(ln_b)
     gx, gy = sky_to_detector(ap.grid_u - pu, ap.grid_v - pv, roll_deg)
-    expected = np.sum(ap.grid_exposure_area * (n * psf.density(gx, gy) + b))
+    expected = np.sum(ap.grid_exposure_area * (n * psf.density(gx, gy) + b + ap.other_grid))
     ex, ey = sky_to_detector(ap.u - pu, ap.v - pv, roll_deg)
-    rate = np.maximum(n * psf.density(ex, ey) + b, 1e-300)
+    rate = np.maximum(n * psf.density(ex, ey) + b + ap.other_events, 1e-300)
     return float(2.0 * (expected - np.sum(np.log(rate))))
 
 
-def _background_only_cash(ap: Aperture) -> float:
-    """Cash statistic of the best flat background alone (closed form)."""
-    area = float(ap.grid_exposure_area.sum())
-    n = len(ap.u)
-    if n == 0 or area <= 0:
-        return 0.0
-    b = n / area
-    return float(2.0 * (b * area - n * np.log(b)))
+def _background_only_cash(ap: Aperture, psf: Psf, roll_deg: float, ln_b: float) -> float:
+    """Cash statistic without the source: the background (and other sources) alone."""
+    best = minimize(
+        lambda p: cash(np.array([0.0, 0.0, -700.0, p[0]]), ap, psf, roll_deg),
+        np.array([ln_b]),
+        method="Nelder-Mead",
+    )
+    return float(best.fun)
 
 
 def _hessian(f: object, x0: np.ndarray, steps: np.ndarray) -> np.ndarray:
@@ -237,7 +260,7 @@ def fit_position(
         background_per_arcmin2=float(np.exp(best[3])),
         err90_stat_arcsec=60.0 * circular_radius90(cov),
         cov_arcmin2=((float(cov[0, 0]), float(cov[0, 1])), (float(cov[1, 0]), float(cov[1, 1]))),
-        ts=max(_background_only_cash(ap) - float(result.fun), 0.0),
+        ts=max(_background_only_cash(ap, psf, roll_deg, float(best[3])) - float(result.fun), 0.0),
         n_events=n_ev,
         converged=bool(result.success),
     )
@@ -247,12 +270,20 @@ _NM_OPTIONS = {"xatol": 1e-4, "fatol": 1e-4, "maxiter": 2000}
 
 
 def _position_covariance(hess: np.ndarray) -> np.ndarray:
-    """Position block of 2·H⁻¹ (C = −2 ln L); a wide isotropic fallback if singular."""
-    try:
-        full = 2.0 * np.linalg.inv(hess)
-        cov = full[:2, :2]
-        if np.all(np.isfinite(cov)) and np.all(np.linalg.eigvalsh(cov) > 0):
-            return cov
-    except np.linalg.LinAlgError:
-        pass
+    """Position block of 2·H⁻¹ (C = −2 ln L), the other parameters profiled.
+
+    A parameter without curvature (the background pinned at zero, at the boundary of
+    its range) is held fixed: its row and column are left out before inverting. A
+    wide isotropic covariance (2′ rms) stands for a singular fit.
+    """
+    diag = np.diag(hess)
+    free = np.flatnonzero(diag > 1e-8 * np.max(np.abs(diag)))
+    if 0 in free and 1 in free:
+        try:
+            full = 2.0 * np.linalg.inv(hess[np.ix_(free, free)])
+            cov = full[:2, :2]
+            if np.all(np.isfinite(cov)) and np.all(np.linalg.eigvalsh(cov) > 0):
+                return cov
+        except np.linalg.LinAlgError:
+            pass
     return np.eye(2) * 4.0

@@ -86,22 +86,58 @@ def _correlate(image: np.ndarray, kernel: np.ndarray) -> np.ndarray:
     return fftconvolve(image, kernel[::-1, ::-1], mode="same")
 
 
-def local_background(
-    image: np.ndarray, footprint: np.ndarray, mask: np.ndarray, box_pix: int
-) -> np.ndarray:
-    """Local background, counts per pixel: box mean over unmasked footprint pixels.
+def _clipped_mean(rates: np.ndarray, block_area: float) -> float:
+    """Mean of block rates, clipping three times those 3σ above it (sources)."""
+    values = rates[np.isfinite(rates)]
+    if values.size < 3:
+        return np.nan
+    level = float(np.mean(values))
+    for _ in range(3):
+        # Poisson σ of a block's rate, never below one count's worth (sparse blocks).
+        sigma = np.sqrt(max(level * block_area, 1.0)) / block_area
+        kept = values[values <= level + 3.0 * sigma]
+        if kept.size == 0:
+            break
+        level = float(np.mean(kept))
+    return level
 
-    Where the box holds too few usable pixels the footprint-wide mean is used.
+
+def local_background(
+    image: np.ndarray, footprint: np.ndarray, mask: np.ndarray, block_pix: int, window: int
+) -> np.ndarray:
+    """Local background, counts per pixel, robust to sources (a SExtractor-like mesh).
+
+    The image is cut into ``block_pix`` square blocks; each block's rate is its counts
+    over its usable area (footprint, outside ``mask``), kept where at least half the
+    block is usable. The background of a block is the clipped mean of the rates in the
+    ``window × window`` blocks about it (sources clip high); blocks without enough
+    neighbours take the footprint-wide clipped mean; pixels interpolate between blocks.
     """
     usable = footprint & ~mask
-    if not np.any(usable):
-        usable = footprint
-    global_mean = float(image[usable].sum()) / max(int(usable.sum()), 1)
-    num = ndimage.uniform_filter(np.where(usable, image, 0).astype(float), box_pix, mode="constant")
-    den = ndimage.uniform_filter(usable.astype(float), box_pix, mode="constant")
-    enough = den > 0.2
-    background = np.where(enough, num / np.where(enough, den, 1.0), global_mean)
-    return np.where(footprint, background, 0.0)
+    ny, nx = image.shape
+    by, bx = -(-ny // block_pix), -(-nx // block_pix)
+    pad = ((0, by * block_pix - ny), (0, bx * block_pix - nx))
+    counts = np.pad(np.where(usable, image, 0), pad).reshape(by, block_pix, bx, block_pix)
+    area = np.pad(usable, pad).reshape(by, block_pix, bx, block_pix).sum(axis=(1, 3))
+    counts = counts.sum(axis=(1, 3))
+    rates = np.where(area >= 0.5 * block_pix**2, counts / np.maximum(area, 1), np.nan)
+    block_area = float(block_pix**2)
+    overall = _clipped_mean(rates.ravel(), block_area)
+    if not np.isfinite(overall):
+        overall = float(image[footprint].sum()) / max(int(footprint.sum()), 1)
+    local = ndimage.generic_filter(
+        rates,
+        _clipped_mean,
+        size=window,
+        mode="constant",
+        cval=np.nan,
+        extra_arguments=(block_area,),
+    )
+    local = np.where(np.isfinite(local), local, overall)
+    # Bilinear between block centres: steps at block edges would make false peaks.
+    per_pixel = ndimage.zoom(local, block_pix, order=1, mode="nearest", grid_mode=True)
+    per_pixel = per_pixel[:ny, :nx]
+    return np.where(footprint, per_pixel, 0.0)
 
 
 def find_sources(
@@ -109,15 +145,16 @@ def find_sources(
     footprint: np.ndarray,
     kernel: np.ndarray,
     threshold_sigma: float,
-    min_separation_pix: int,
-    background_box_pix: int,
+    background_block_pix: int,
+    background_window: int,
     mask_radius_pix: float,
     max_sources: int,
+    confusion_fraction: float = 0.1,
 ) -> list[Candidate]:
-    """PSF-matched detection: peaks of the significance map above a threshold.
+    """PSF-matched detection: sources of the significance map above a threshold.
 
-    Two passes: the first finds bright candidates with a background that includes
-    them, the second re-estimates the background with them masked.
+    Three passes: each re-estimates the background with the sources found so far
+    masked, so that bright sources do not raise the background of their neighbours.
 
     Parameters
     ----------
@@ -129,14 +166,15 @@ def find_sources(
         :func:`psf_kernel`.
     threshold_sigma
         Minimum significance of a source.
-    min_separation_pix
-        Peaks closer than this to a more significant one are the same source.
-    background_box_pix
-        Side of the background box, pixels.
+    background_block_pix, background_window
+        Background mesh: block side in pixels, window side in blocks.
     mask_radius_pix
         Radius masked around each candidate for the background estimate.
     max_sources
         Keep at most this many, the most significant first.
+    confusion_fraction
+        Fraction of a brighter source's filtered signal counted as noise for its
+        neighbours (:func:`_clean_peaks`).
 
     Returns
     -------
@@ -153,63 +191,85 @@ def find_sources(
     # One count spread over the footprint: keeps the variance positive without background.
     floor = 1.0 / float(footprint.sum())
     mask = np.zeros_like(footprint)
+    valid = footprint & (k2_sum > 0)
     peaks: list[Candidate] = []
-    for _ in range(2):
-        background = np.maximum(local_background(image, footprint, mask, background_box_pix), floor)
-        excess = filtered - background * k_sum
-        sigma = np.where(
-            footprint & (k2_sum > 0),
-            excess / np.sqrt(np.maximum(background * k2_sum, 1e-30)),
-            0.0,
+    for _ in range(3):
+        background = np.maximum(
+            local_background(image, footprint, mask, background_block_pix, background_window),
+            floor,
         )
-        peaks = _peaks(sigma, excess, k2_sum, background, threshold_sigma, min_separation_pix, auto)
+        excess = filtered - background * k_sum
+        peaks = _clean_peaks(
+            excess,
+            k2_sum,
+            background,
+            valid,
+            threshold_sigma,
+            auto,
+            max_sources,
+            confusion_fraction,
+        )
         mask = _disc_mask(image.shape, peaks, mask_radius_pix)
-    return peaks[:max_sources]
+    return sorted(peaks, key=lambda c: -c.significance)
 
 
-def _peaks(
-    sigma: np.ndarray,
+def _subtract_source(
+    residual: np.ndarray, counts: float, autocorrelation: np.ndarray, y: int, x: int
+) -> None:
+    """Remove a source's filtered image, ``counts · A(· − (y, x))``, from ``residual``."""
+    hy, hx = autocorrelation.shape[0] // 2, autocorrelation.shape[1] // 2
+    ny, nx = residual.shape
+    y0, y1 = max(y - hy, 0), min(y + hy + 1, ny)
+    x0, x1 = max(x - hx, 0), min(x + hx + 1, nx)
+    residual[y0:y1, x0:x1] -= (
+        counts * autocorrelation[hy + y0 - y : hy + y1 - y, hx + x0 - x : hx + x1 - x]
+    )
+
+
+def _clean_peaks(
     excess: np.ndarray,
     k2_sum: np.ndarray,
     background: np.ndarray,
+    valid: np.ndarray,
     threshold: float,
-    separation: int,
     autocorrelation: np.ndarray,
+    max_sources: int,
+    confusion_fraction: float,
 ) -> list[Candidate]:
-    """Local maxima of the significance map above ``threshold``, most significant first.
+    """Sources by CLEAN: take the most significant pixel, subtract its source, repeat.
 
-    A bright source's cross arms and halo raise the filtered image far from its centre;
-    each peak is therefore tested on its excess *beyond* what the brighter sources
-    already accepted put there (their counts times the kernel's autocorrelation).
+    A bright source's cross arms and 30′ halo raise the filtered image far from its
+    centre, on a gradient where a fainter neighbour makes no local maximum; removing
+    each accepted source's whole filtered image (its counts times the kernel's
+    autocorrelation) before looking for the next one finds the neighbour and never
+    mistakes the arms for sources. The subtraction is only as good as the pixel-rounded
+    position and the PSF model: ``confusion_fraction`` of the subtracted signal is
+    added to the noise, so that the residual wings of a bright source are not
+    mistaken for faint neighbours.
     """
-    size = 2 * separation + 1
-    is_max = (sigma == ndimage.maximum_filter(sigma, size=size, mode="constant")) & (
-        sigma >= threshold
-    )
-    iy, ix = np.nonzero(is_max)
-    order = np.argsort(-sigma[iy, ix])
-    half_y, half_x = autocorrelation.shape[0] // 2, autocorrelation.shape[1] // 2
-    accepted: list[Candidate] = []
-    for i in order:
-        y, x = int(iy[i]), int(ix[i])
-        explained = 0.0
-        for src in accepted:
-            dy, dx = y + 1 - int(src.y), x + 1 - int(src.x)
-            if abs(dy) <= half_y and abs(dx) <= half_x:
-                explained += src.counts * autocorrelation[half_y + dy, half_x + dx]
-        residual = excess[y, x] - explained
-        significance = residual / np.sqrt(max(background[y, x] * k2_sum[y, x], 1e-30))
-        if significance >= threshold:
-            accepted.append(
-                Candidate(
-                    x=float(x + 1),
-                    y=float(y + 1),
-                    counts=float(residual / k2_sum[y, x]),
-                    significance=float(significance),
-                    background=float(background[y, x]),
-                )
+    variance = np.maximum(background * k2_sum, 1e-30)
+    residual = np.array(excess, dtype=float)
+    subtracted = np.zeros_like(residual)
+    found: list[Candidate] = []
+    for _ in range(max_sources):
+        noise = np.sqrt(variance + (confusion_fraction * subtracted) ** 2)
+        significance = np.where(valid, residual / noise, -np.inf)
+        y, x = np.unravel_index(int(np.argmax(significance)), significance.shape)
+        if significance[y, x] < threshold:
+            break
+        counts = float(residual[y, x] / k2_sum[y, x])
+        found.append(
+            Candidate(
+                x=float(x + 1),
+                y=float(y + 1),
+                counts=counts,
+                significance=float(significance[y, x]),
+                background=float(background[y, x]),
             )
-    return sorted(accepted, key=lambda c: -c.significance)
+        )
+        _subtract_source(residual, counts, autocorrelation, int(y), int(x))
+        _subtract_source(subtracted, -counts, autocorrelation, int(y), int(x))
+    return found
 
 
 def _disc_mask(shape: tuple[int, ...], peaks: list[Candidate], radius: float) -> np.ndarray:

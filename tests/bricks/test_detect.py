@@ -1,0 +1,168 @@
+"""The detect brick: image, PSF-matched source list, ML position, error radius, region."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from astropy.coordinates import SkyCoord
+from astropy.io import fits
+from pydantic import ValidationError
+
+from bricks.calibration import Psf, model_calibrations
+from bricks.detect import BRICK
+from bricks.detect_fit import Aperture, cash, circular_radius90, make_aperture
+from bricks.errors import BadInput
+from tests.bricks.localisation_scene import (
+    Scene,
+    SceneSource,
+    draw_events,
+    fitsverify_errors,
+    l2_hdulist,
+)
+
+CAL = model_calibrations()
+TRUTH = SceneSource(150.05, 20.08, 2000.0)
+
+
+def _separation_arcsec(position: dict, source: SceneSource) -> float:
+    found = SkyCoord(position["ra"], position["dec"], unit="deg")
+    return float(found.separation(SkyCoord(source.ra, source.dec, unit="deg")).arcsec)
+
+
+def _detect(scene: Scene, **config: object) -> dict:
+    return BRICK({"l2_events": l2_hdulist(scene)}, CAL, config)
+
+
+@pytest.mark.parametrize("roll", [0.0, 27.0, 301.0])
+def test_bright_source_is_localised_with_an_honest_radius(roll: float) -> None:
+    out = _detect(Scene(sources=(TRUTH,), roll=roll, seed=21))
+    position = out["position"]
+    assert position["status"] == "detected" and position["method"] == "psf_ml_cash"
+    assert position["n_sources"] == 1
+    offset = _separation_arcsec(position, TRUTH)
+    assert offset < 30.0
+    # 2,000 counts, a 3.4' core: the statistical radius is ~10-25", total adds 25".
+    assert 5.0 < position["err90_stat_arcsec"] < 30.0
+    total = np.hypot(position["err90_stat_arcsec"], 25.0)
+    assert position["err90_arcsec"] == pytest.approx(total)
+    # counts: the whole-PSF source counts after vignetting and the lost bad column.
+    assert position["counts"] == pytest.approx(TRUTH.counts, rel=0.12)
+    assert position["snr"] > 20.0 and position["ts"] > 100.0
+    assert position["roll"] == pytest.approx(roll)
+    assert position["exposure"] == pytest.approx(300.0)
+    assert position["rate"] == pytest.approx(position["counts"] / 300.0)
+
+
+def test_two_sources_are_both_listed_and_the_target_can_be_chosen() -> None:
+    faint = SceneSource(149.93, 19.90, 400.0)
+    scene = Scene(sources=(faint, TRUTH), roll=15.0, seed=4)
+    out = _detect(scene)
+    table = out["sources"]["SRCLIST"].data
+    assert len(table) == 2
+    assert table["SNR"][0] > table["SNR"][1]
+    assert _separation_arcsec(out["position"], TRUTH) < 30.0
+    chosen = _detect(scene, select="nearest_target")  # RA_OBJ/DEC_OBJ: the faint one
+    assert _separation_arcsec(chosen["position"], faint) < 60.0
+    chosen = _detect(scene, select="nearest_target", target_ra_deg=150.05, target_dec_deg=20.08)
+    assert _separation_arcsec(chosen["position"], TRUTH) < 30.0
+
+
+def test_the_arms_orientation_matters() -> None:
+    """The likelihood prefers the true roll: a PSF turned by 45° fits worse."""
+    scene = Scene(sources=(TRUTH,), roll=30.0, seed=8, background_counts=50)
+    cols = draw_events(scene)
+    x, y = cols["X"], cols["Y"]
+    from bricks.wcs import sky_pixels
+
+    tx, ty = sky_pixels(np.array([TRUTH.ra]), np.array([TRUTH.dec]), 150.0, 20.0)
+    ap: Aperture = make_aperture(x, y, (tx[0], ty[0]), 15.0, 13.45 / 60, np.ones((512, 512)), 0.25)
+    params = np.array([0.0, 0.0, np.log(2000.0), np.log(0.01)])
+    psf = Psf.model()
+    assert cash(params, ap, psf, 30.0) < cash(params, ap, psf, 75.0) - 50.0
+    # the PSF has the cross's 90° symmetry: a quarter turn changes nothing.
+    assert cash(params, ap, psf, 30.0) == pytest.approx(cash(params, ap, psf, 120.0))
+
+
+def test_radius90_of_a_bivariate_normal() -> None:
+    sigma = 0.2
+    r = circular_radius90(np.eye(2) * sigma**2)
+    assert r == pytest.approx(np.sqrt(4.605) * sigma, rel=1e-3)
+    cov = np.array([[0.09, 0.03], [0.03, 0.02]])
+    r = circular_radius90(cov)
+    draws = np.random.default_rng(0).multivariate_normal([0, 0], cov, 200_000)
+    assert np.mean(np.hypot(draws[:, 0], draws[:, 1]) <= r) == pytest.approx(0.9, abs=0.005)
+
+
+def test_products_are_ogip_and_pass_fitsverify(tmp_path) -> None:
+    scene = Scene(sources=(TRUTH,), seed=2)
+    l2 = l2_hdulist(scene)
+    out = BRICK({"l2_events": l2}, CAL)
+    image = out["image"][0]
+    inside = (l2["EVENTS"].data["X"] >= 0.5) & (l2["EVENTS"].data["X"] < 512.5)
+    assert image.data.sum() == int(inside.sum())
+    assert image.header["HDUCLAS1"] == "IMAGE" and image.header["BUNIT"] == "count"
+    table = out["sources"]["SRCLIST"]
+    assert table.header["HDUCLASS"] == "OGIP" and table.header["NSOURCES"] == 1
+    for hdul in (out["image"], out["sources"]):
+        for key in ("TELESCOP", "INSTRUME", "OBS_ID", "DATE", "CREATOR", "EXPOSURE", "TIMESYS"):
+            assert key in hdul[0].header, key
+    # the image is where the events are: the source's core is crowded.
+    yy, xx = np.mgrid[1:513, 1:513]
+    core = np.hypot(xx - out["position"]["x"], yy - out["position"]["y"]) <= 10
+    far = np.hypot(xx - 256.5, yy - 256.5) <= 100
+    assert image.data[core].mean() > 8 * image.data[far & ~core].mean()
+    for name in ("image", "sources"):
+        errors, report = fitsverify_errors(out[name], tmp_path / f"{name}.fits")
+        assert errors == 0, report
+    region = out["region"]
+    assert region.startswith("# Region file format: DS9")
+    assert "fk5" in region and f'{out["position"]["err90_arcsec"]:.2f}"' in region
+    assert region.count("point(") == 1
+
+
+def test_empty_observation_says_no_detection() -> None:
+    scene = Scene(sources=(), background_counts=0)
+    out = _detect(scene)
+    assert out["position"]["status"] == "no_detection"
+    assert "no events" in out["position"]["reason"]
+    assert len(out["sources"]["SRCLIST"].data) == 0
+    assert out["image"][0].data.sum() == 0
+    assert "no detection" in out["region"]
+
+
+def test_background_alone_gives_no_source() -> None:
+    out = _detect(Scene(sources=(), background_counts=400, seed=9))
+    assert out["position"]["status"] == "no_detection"
+    assert out["position"]["n_sources"] == 0
+    assert out["position"]["ra"] is None
+
+
+def test_bad_inputs_are_named() -> None:
+    l2 = l2_hdulist(Scene(sources=(TRUTH,)))
+    l2["EVENTS"].data["X"][3] = np.nan
+    with pytest.raises(BadInput, match="non-finite"):
+        BRICK({"l2_events": l2}, CAL)
+    cols = fits.ColDefs([fits.Column("TIME", "D", array=[1.0])])
+    broken = fits.HDUList([fits.PrimaryHDU(), fits.BinTableHDU.from_columns(cols, name="EVENTS")])
+    with pytest.raises(BadInput, match=r"\['X', 'Y'\]"):
+        BRICK({"l2_events": broken}, CAL)
+    with pytest.raises(BadInput, match="PSF"):
+        BRICK({"l2_events": l2_hdulist(Scene())}, {k: v for k, v in CAL.items() if k != "PSF"})
+    with pytest.raises(ValidationError, match="threshold_sigma"):
+        BRICK({"l2_events": l2_hdulist(Scene())}, CAL, {"threshold_sigma": -1})
+    with pytest.raises(ValidationError, match="extra"):
+        BRICK({"l2_events": l2_hdulist(Scene())}, CAL, {"fit_radius": 3})
+    scene = Scene(sources=(TRUTH,), header_extra={"RA_OBJ": None})
+    l2 = l2_hdulist(scene)
+    del l2["EVENTS"].header["RA_OBJ"]
+    with pytest.raises(BadInput, match="RA_OBJ"):
+        BRICK({"l2_events": l2}, CAL, {"select": "nearest_target"})
+
+
+def test_input_is_not_mutated() -> None:
+    l2 = l2_hdulist(Scene(sources=(TRUTH,)))
+    before = [h.header.tostring() for h in l2]
+    x = np.array(l2["EVENTS"].data["X"])
+    BRICK({"l2_events": l2}, CAL)
+    assert [h.header.tostring() for h in l2] == before
+    assert np.array_equal(l2["EVENTS"].data["X"], x)
