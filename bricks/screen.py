@@ -23,7 +23,6 @@ from typing import Any
 import numpy as np
 from astropy.io import fits
 from pydantic import Field
-from scipy.ndimage import median_filter
 
 from bricks.base import Brick, BrickConfig, Product
 from bricks.calibrate import primary_with_creator
@@ -138,10 +137,17 @@ def flare_intervals(
     rate = np.where(full, counts / np.maximum(live, 1e-9), np.nan)
     window = config.flare_window_bins | 1
     filled = np.interp(np.arange(nbins), np.flatnonzero(full), rate[full])
-    baseline = median_filter(filled, size=window, mode="nearest")
+    baseline = running_median(filled, window)
     expected = baseline * live
     flaring = full & (counts > expected + flare_sigma * np.sqrt(np.maximum(expected, 1.0)))
     return np.column_stack([edges[:-1][flaring], edges[1:][flaring]])
+
+
+def running_median(values: np.ndarray, window: int) -> np.ndarray:
+    """Median over ``window`` (odd) neighbouring values, the ends padded with the edge values."""
+    half = window // 2
+    padded = np.pad(values, half, mode="edge")
+    return np.median(np.lib.stride_tricks.sliding_window_view(padded, window), axis=1)
 
 
 def _bin_exposure(edges: np.ndarray, gti: np.ndarray) -> np.ndarray:
