@@ -249,17 +249,7 @@ _STRUCTURAL = ("TTYPE", "TFORM", "TUNIT", "TLMIN", "TLMAX", "TDIM", "TNULL", "TS
 
 
 def _structural(key: str) -> bool:
-    return key in (
-        "XTENSION",
-        "BITPIX",
-        "NAXIS",
-        "NAXIS1",
-        "NAXIS2",
-        "PCOUNT",
-        "GCOUNT",
-        "TFIELDS",
-        "EXTNAME",
-    ) or key.startswith(_STRUCTURAL)
+    return key in _STRUCTURAL_KEYWORDS or key.startswith(_STRUCTURAL)
 
 
 def primary_with_creator(source: fits.PrimaryHDU, creator: str) -> fits.PrimaryHDU:

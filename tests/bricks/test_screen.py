@@ -138,3 +138,13 @@ def test_interval_algebra():
     ]
     inside = in_intervals(np.array([-1.0, 0.0, 4.99, 5.0, 6.5, 10.0]), a)
     assert inside.tolist() == [False, True, True, False, True, False]
+
+
+def test_every_level_passes_fitsverify(screened, tmp_path):
+    from tests.bricks.localisation_scene import fitsverify_errors
+
+    scene, _, l1, l2 = screened
+    l0, _ = simulate(scene)
+    for name, hdul in (("l0", l0), ("l1", l1), ("l2", l2)):
+        errors, report = fitsverify_errors(hdul, tmp_path / f"{name}.fits")
+        assert errors == 0, report
