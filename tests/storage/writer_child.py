@@ -8,6 +8,7 @@ until it is killed.
 from __future__ import annotations
 
 import io
+import os
 import sys
 import time
 
@@ -53,7 +54,12 @@ def main() -> None:
         source = StallingFile()
         source.passes = 1  # the local backend hashes while writing: one pass
     else:
-        store = S3ObjectStore(sys.argv[2], "testing", "testing", bucket_prefix=sys.argv[3])
+        store = S3ObjectStore(
+            sys.argv[2],
+            os.environ.get("MXT_TEST_S3_ACCESS_KEY", "testing"),
+            os.environ.get("MXT_TEST_S3_SECRET_KEY", "testing"),
+            bucket_prefix=sys.argv[3],
+        )
         source = StallingFile()
     store.put("raw", "obs/partial.fits", source)
 
