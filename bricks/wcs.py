@@ -194,3 +194,42 @@ def standard_to_detector(
     dx = (-xi * c + eta * s) / scale
     dy = (xi * s + eta * c) / scale
     return dx, dy
+
+
+def tangent_basis(ra_deg: np.ndarray, dec_deg: np.ndarray) -> np.ndarray:
+    """Unit vectors (..., 3, 3) of the pointing, east and north at (RA, Dec), degrees.
+
+    ``basis[..., 0, :]`` points at (RA, Dec); ``[..., 1, :]`` is east and ``[..., 2, :]``
+    north in its tangent plane, so a gnomonic point (ξ, η) has the direction
+    ``basis[0] + ξ · basis[1] + η · basis[2]``.
+    """
+    ra = np.radians(np.asarray(ra_deg, dtype=np.float64))
+    dec = np.radians(np.asarray(dec_deg, dtype=np.float64))
+    cos_ra, sin_ra, cos_dec, sin_dec = np.cos(ra), np.sin(ra), np.cos(dec), np.sin(dec)
+    zero = np.zeros_like(ra)
+    pointing = np.stack([cos_dec * cos_ra, cos_dec * sin_ra, sin_dec], axis=-1)
+    east = np.stack([-sin_ra, cos_ra, zero], axis=-1)
+    north = np.stack([-sin_dec * cos_ra, -sin_dec * sin_ra, cos_dec], axis=-1)
+    return np.stack([pointing, east, north], axis=-2)
+
+
+def vectors_to_radec(
+    vx: np.ndarray, vy: np.ndarray, vz: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """(RA in [0, 360), Dec) degrees of direction vectors (any length)."""
+    ra = np.degrees(np.arctan2(vy, vx))
+    ra[ra < 0.0] += 360.0
+    return ra, np.degrees(np.arctan2(vz, np.hypot(vx, vy)))
+
+
+def vectors_to_sky_pixels(
+    vx: np.ndarray, vy: np.ndarray, vz: np.ndarray, ra_pnt_deg: float, dec_pnt_deg: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Sky X/Y pixels of direction vectors (any length) on the grid about the pointing."""
+    pointing, east, north = tangent_basis(ra_pnt_deg, dec_pnt_deg)
+    depth = vx * pointing[0] + vy * pointing[1] + vz * pointing[2]
+    depth = np.where(depth > 0.0, depth, np.nan)  # behind the tangent plane: no image
+    per_pixel = np.radians(SKY_PIXEL_DEG)
+    x = SKY_REF_PIX - (vx * east[0] + vy * east[1] + vz * east[2]) / (depth * per_pixel)
+    y = SKY_REF_PIX + (vx * north[0] + vy * north[1] + vz * north[2]) / (depth * per_pixel)
+    return x, y
