@@ -1,0 +1,213 @@
+"""Gateway benchmark: prints figures, asserts nothing.
+
+- sync requests/s to the no-op ``echo`` through the gateway and direct to its process,
+  at concurrency 32 (aiohttp load generator, bounded in count and time, loopback only),
+  their ratio, and the added latency (p50/p99) measured one request at a time;
+- async invocations/s end to end (accepted → executed → callback received), and
+  how many were lost;
+- idle RSS of the gateway process and of one function process;
+- ``mxt up`` time to healthy, and until 40 functions are ready (eager and lazy start).
+
+Run: ``python bench/gateway.py [--requests N] [--async-calls N]``. Targets (issue 2):
+≥ 1,000 sync req/s, p50 added ≤ 2 ms, ≥ 300 async/s with none lost, gateway idle
+≤ 100 MB, function idle ≤ 80 MB, healthy in ≤ 10 s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import aiohttp
+import psutil
+import yaml
+from aiohttp import web
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from local.natsd import free_port  # noqa: E402
+from local.stack import EmbeddedStack  # noqa: E402
+
+ECHO_BODY = b'{"message": "x"}'
+HEADERS = {"Content-Type": "application/json"}
+
+
+def write_stack(path: Path, names: list[str]) -> Path:
+    """A stack file running the ``echo`` handler under each name."""
+    functions = {n: {"lang": "python3-mxt", "handler": str(REPO / "functions/echo")} for n in names}
+    document = {
+        "version": 1.0,
+        "provider": {"name": "openfaas"},
+        "configuration": {"templates": [{"name": "python3-mxt"}]},
+        "functions": functions,
+    }
+    path.write_text(yaml.safe_dump(document))
+    return path
+
+
+async def load(url: str, total: int, concurrency: int, max_seconds: float) -> tuple[float, int]:
+    """POST ``total`` requests with ``concurrency`` in flight; (requests/s, errors)."""
+    done = errors = 0
+    deadline = time.monotonic() + max_seconds
+    connector = aiohttp.TCPConnector(limit=concurrency)
+    async with aiohttp.ClientSession(connector=connector) as session:
+
+        async def user() -> None:
+            nonlocal done, errors
+            while done < total and time.monotonic() < deadline:
+                done += 1
+                async with session.post(url, data=ECHO_BODY, headers=HEADERS) as resp:
+                    await resp.read()
+                    errors += resp.status != 200
+
+        started = time.monotonic()
+        await asyncio.gather(*(user() for _ in range(concurrency)))
+        return done / (time.monotonic() - started), errors
+
+
+async def latencies(url: str, count: int) -> list[float]:
+    """Latency of ``count`` sequential requests, in milliseconds."""
+    out = []
+    async with aiohttp.ClientSession() as session:
+        for _ in range(count):
+            started = time.perf_counter()
+            async with session.post(url, data=ECHO_BODY, headers=HEADERS) as resp:
+                await resp.read()
+            out.append((time.perf_counter() - started) * 1000)
+    return out
+
+
+def percentile(values: list[float], q: float) -> float:
+    """The ``q`` quantile (0-1) of ``values``."""
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def replica_url(stack: EmbeddedStack, name: str) -> str:
+    """The direct URL of the function's first process (its ``--port``)."""
+    for proc in psutil.Process(stack.process.pid).children(recursive=True):
+        cmd = proc.cmdline()
+        if "gateway.runtime" in cmd and cmd[cmd.index("--name") + 1] == name:
+            return f"http://127.0.0.1:{cmd[cmd.index('--port') + 1]}/"
+    raise LookupError(name)
+
+
+def rss_mb(pid: int) -> float:
+    """Resident set size in MB."""
+    return psutil.Process(pid).memory_info().rss / 1e6
+
+
+async def async_end_to_end(stack: EmbeddedStack, count: int) -> tuple[float, int]:
+    """Submit ``count`` async calls with a callback; (calls/s until the last callback, lost)."""
+    received: set[str] = set()
+    all_in = asyncio.Event()
+
+    async def callback(request: web.Request) -> web.Response:
+        received.add(request.headers["X-Call-Id"])
+        if len(received) >= count:
+            all_in.set()
+        return web.Response(status=204)
+
+    app = web.Application()
+    app.router.add_post("/cb", callback)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    headers = {**HEADERS, "X-Callback-Url": f"http://127.0.0.1:{port}/cb"}
+    accepted: set[str] = set()
+    started = time.monotonic()
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=32)) as session:
+
+        async def submit(i: int) -> None:
+            async with session.post(
+                stack.url + "/async-function/echo", data=ECHO_BODY, headers=headers
+            ) as resp:
+                if resp.status == 202:
+                    accepted.add(resp.headers["X-Call-Id"])
+
+        for first in range(0, count, 256):
+            await asyncio.gather(*(submit(i) for i in range(first, min(count, first + 256))))
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(all_in.wait(), 120)
+    elapsed = time.monotonic() - started
+    await runner.cleanup()
+    return len(received) / elapsed, len(accepted - received)
+
+
+def startup(root: Path, names: list[str], lazy: bool) -> tuple[float, float]:
+    """Seconds until ``/healthz`` answers and until every function is ready."""
+    root.mkdir(parents=True, exist_ok=True)
+    stack_file = write_stack(root / "stack.yml", names)
+    env = {"MXT_LAZY_START": "true"} if lazy else {}
+    started = time.monotonic()
+    stack = EmbeddedStack(stack_file, root / "data", env=env).start(timeout=120, ready=False)
+    try:
+        healthy = time.monotonic() - started
+        if not lazy:
+            stack.wait_functions_ready(120)
+        return healthy, time.monotonic() - started
+    finally:
+        stack.stop()
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--requests", type=int, default=20_000)
+    parser.add_argument("--async-calls", type=int, default=3_000)
+    parser.add_argument("--seconds", type=float, default=20.0, help="cap per load run")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        stack = EmbeddedStack(write_stack(root / "stack.yml", ["echo"]), root / "data").start()
+        try:
+            gateway_url, direct_url = stack.url + "/function/echo", replica_url(stack, "echo")
+            await asyncio.sleep(1.0)
+            gateway_rss = rss_mb(stack.process.pid)
+            function_pid = next(
+                p.pid
+                for p in psutil.Process(stack.process.pid).children(recursive=True)
+                if "gateway.runtime" in p.cmdline()
+            )
+            function_rss = rss_mb(function_pid)
+            await load(gateway_url, 2000, 32, 5)  # warm up both paths
+            await load(direct_url, 2000, 32, 5)
+            via, via_errors = await load(gateway_url, args.requests, 32, args.seconds)
+            direct, direct_errors = await load(direct_url, args.requests, 32, args.seconds)
+            lat_via = await latencies(gateway_url, 2000)
+            lat_direct = await latencies(direct_url, 2000)
+            async_rate, lost = await async_end_to_end(stack, args.async_calls)
+        finally:
+            stack.stop()
+        eager = startup(root / "eager", [f"fn-{i}" for i in range(40)], lazy=False)
+        lazy = startup(root / "lazy", [f"fn-{i}" for i in range(40)], lazy=True)
+        one = startup(root / "one", ["echo"], lazy=False)
+
+    p50 = percentile(lat_via, 0.5) - percentile(lat_direct, 0.5)
+    p99 = percentile(lat_via, 0.99) - percentile(lat_direct, 0.99)
+    print(f"sync via gateway, c=32     {via:8.0f} req/s  ({via_errors} errors)")
+    print(f"sync direct, c=32          {direct:8.0f} req/s  ({direct_errors} errors)")
+    print(f"ratio gateway/direct       {via / direct:8.2f}")
+    print(
+        f"latency c=1 p50 / p99      via {percentile(lat_via, 0.5):.2f} / "
+        f"{percentile(lat_via, 0.99):.2f} ms, direct {percentile(lat_direct, 0.5):.2f} / "
+        f"{percentile(lat_direct, 0.99):.2f} ms (mean via {statistics.mean(lat_via):.2f} ms)"
+    )
+    print(f"added latency p50 / p99    {p50:8.2f} / {p99:.2f} ms")
+    print(f"async end to end           {async_rate:8.0f} calls/s  ({lost} lost)")
+    print(f"idle RSS gateway           {gateway_rss:8.1f} MB (gateway + worker + connector)")
+    print(f"idle RSS function          {function_rss:8.1f} MB")
+    print(f"mxt up, 1 function         healthy {one[0]:.2f} s, ready {one[1]:.2f} s")
+    print(f"mxt up, 40 functions eager healthy {eager[0]:.2f} s, all ready {eager[1]:.2f} s")
+    print(f"mxt up, 40 functions lazy  healthy {lazy[0]:.2f} s (start on first call)")
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
