@@ -8,6 +8,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -48,3 +49,32 @@ def hub_address(nats_fresh: NatsServer, tmp_path: Path) -> Iterator[str]:
     env = {"MXT_NATS_URL": nats_fresh.url, "MXT_WEBSOCKET_QUEUE": "64"}
     with serve_factory("gateway.hub:create_app", env, tmp_path / "hub.log") as address:
         yield address
+
+
+# The functions the dashboard and the proxy table reach: runs, programmes, the three
+# databases, raw uploads and downloads, the bricks, and echo for plain invocations.
+FRONTEND_FUNCTIONS = (
+    "orchestrator",
+    "brick-",
+    "configdb-",
+    "missiondb-",
+    "caldb-",
+    "objects-",
+    "echo",
+)
+
+
+@pytest.fixture(scope="session")
+def frontend_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """The embedded stack with the model CALDB ingested, for the nginx and browser tests."""
+    from local.stack import EmbeddedStack
+    from tests.chains.conftest import chain_stack_file, prepare_data_dir
+
+    root = tmp_path_factory.mktemp("frontend")
+    data_dir = root / "data"
+    prepare_data_dir(data_dir)
+    stack_file = chain_stack_file(root / "stack.yml", keep=FRONTEND_FUNCTIONS)
+    stack = EmbeddedStack(stack_file, data_dir, env={"MXT_DATA_DIR": str(data_dir)})
+    stack.start(timeout=120)
+    yield stack
+    stack.stop()
