@@ -102,11 +102,9 @@ def test_every_proxy_path_answers_through_nginx(
     via_nginx = httpx.request(method, nginx_url + path, **kwargs)
     direct = httpx.request(method, frontend_stack.url + path, **kwargs)
     assert via_nginx.status_code == direct.status_code == status, via_nginx.text
-    assert (
-        via_nginx.headers["content-type"].split(";")[0]
-        == direct.headers["content-type"].split(";")[0]
-    )
-    if via_nginx.headers["content-type"].startswith("application/json"):
+    kind = via_nginx.headers.get("content-type", "").split(";")[0]
+    assert kind == direct.headers.get("content-type", "").split(";")[0]
+    if kind == "application/json":
         payload = via_nginx.json()
         if status == 422:
             assert "raw_key" in via_nginx.text  # the missing field is named
