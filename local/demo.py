@@ -1,0 +1,209 @@
+"""``mxt demo``: the whole system on one simulated gamma-ray burst, on a laptop.
+
+Starts the embedded stack (or uses the one already running on the data directory),
+ingests the model CALDB if the index lacks it, simulates a GRB afterglow seen by MXT
+(trigger, bright decaying afterglow, particle and sky background, attitude jitter),
+drops the L0 file in the raw bucket — the arrival event starts the ToO run, as in
+operations — follows the run, and prints the position against the simulated truth,
+the decay index, the products and the dashboard address. No Docker, no network.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+import numpy as np
+
+REPO_STACK = Path(__file__).resolve().parents[1] / "stack.yml"
+ARCSEC_PER_DEG = 3600.0
+
+
+def run_demo(port: int, data_dir: Path | None, events: int | None, seed: int | None) -> int:
+    """Run the demo; the exit status (0 when the ToO run succeeded)."""
+    from local.cli_platform import Client, _data_dir
+    from local.cli_runs import follow_run, print_dag
+
+    clock = time.monotonic()
+    data_dir = _data_dir(data_dir)
+    stack_url = ensure_stack(data_dir, port)
+    click.echo(f"stack ready at {stack_url} ({time.monotonic() - clock:.1f} s)")
+    client = Client(data_dir, None)
+    ingested = ensure_caldb(data_dir)
+    click.echo(f"CALDB: {ingested}")
+    scene = afterglow_scene(seed if seed is not None else int(time.time()) % 100_000, events)
+    l0, truth = simulate_observation(scene)
+    click.echo(
+        f"simulated {scene.object} ({scene.obs_id}): {truth['n_events']} events, "
+        f"{truth['sources'][0]['detected']} from the afterglow, decay index "
+        f"{scene.sources[0].decay_index}"
+    )
+    run_id = drop_in_raw_bucket(data_dir, client, l0, scene.obs_id)
+    click.echo(f"raw file landed in the raw bucket; run {run_id} started by the arrival event")
+    run = follow_run(client, run_id)
+    print_dag(run)
+    if run["state"] != "succeeded":
+        click.echo(f"the run {run['state']}: {run['reason']}", err=True)
+        return 1
+    report(client, data_dir, run, scene, stack_url)
+    click.echo(f"demo took {time.monotonic() - clock:.1f} s; stop the stack with: mxt down")
+    return 0
+
+
+def ensure_stack(data_dir: Path, port: int) -> str:
+    """The URL of the stack on ``data_dir``, started in the background when none runs."""
+    from local.stack import EmbeddedStack, read_state
+
+    state = read_state(data_dir)
+    if state is not None:
+        return str(state["gateway_url"])
+    prepare_database(data_dir)
+    stack = EmbeddedStack(REPO_STACK, data_dir, port=port, env={"MXT_DATA_DIR": str(data_dir)})
+    # left running on purpose: the operator browses the dashboard, then runs `mxt down`
+    stack.start(timeout=120)
+    return stack.url
+
+
+def prepare_database(data_dir: Path) -> None:
+    """Migrate the stack's database before its functions first use it."""
+    import os
+
+    from storage.db.engine import upgrade_to_head
+
+    data_dir.mkdir(parents=True, exist_ok=True)
+    os.environ.setdefault("MXT_DATA_DIR", str(data_dir))
+    from storage.settings import get_settings
+
+    upgrade_to_head(get_settings().resolved_database_url)
+
+
+def ensure_caldb(data_dir: Path) -> str:
+    """Ingest the model CALDB files the index lacks; what was done, for the operator."""
+    import os
+
+    os.environ.setdefault("MXT_DATA_DIR", str(data_dir))
+    from bricks.calibration import model_caldb_hdulists
+    from storage.caldb.index import IngestOptions, ingest
+    from storage.db.engine import transaction
+    from storage.objects import get_store
+
+    created = 0
+    files = model_caldb_hdulists()
+    with transaction() as db:
+        for filename, hdul in files.items():
+            buffer = io.BytesIO()
+            hdul.writeto(buffer, checksum=True)
+            result = ingest(db, get_store(), buffer.getvalue(), IngestOptions(filename=filename))
+            created += result.created
+    if created:
+        return f"model CALDB built and ingested ({created} files)"
+    return f"model CALDB already ingested ({len(files)} files)"
+
+
+def afterglow_scene(seed: int, events: int | None) -> Any:
+    """A bright X-ray afterglow 300 s after its trigger, slightly off the pointing."""
+    from bricks.simulate import Scene, Source
+
+    rng = np.random.default_rng(seed)
+    t0 = 288_000_000.0 + 86_400.0 * float(rng.integers(0, 300))
+    duration = 3000.0 if events is None else max(300.0, min(1.0e5, events / 1.3))
+    ra_pnt, dec_pnt = float(rng.uniform(0, 360)), float(rng.uniform(-60, 60))
+    offset = rng.normal(0.0, 4.0 / 60.0, 2)  # degrees: a few arcmin off axis, as ECLAIRs gives
+    return Scene(
+        obs_id=f"demo{seed:05d}",
+        object=f"GRB demo {seed}",
+        burst_id=f"sb{seed:08d}",
+        program="TargetOfOpportunity-Nom",
+        ra_pnt=ra_pnt,
+        dec_pnt=dec_pnt,
+        roll=float(rng.uniform(0, 360)),
+        trigger_time=t0,
+        tstart=t0 + 300.0,
+        duration=duration,
+        jitter_arcsec=3.0,
+        sources=[
+            Source(
+                ra=(ra_pnt + offset[0] / np.cos(np.radians(dec_pnt))) % 360.0,
+                dec=dec_pnt + offset[1],
+                flux=3e-10,
+                photon_index=2.0,
+                nh=0.2,
+                decay_index=1.2,
+                flux_time_s=300.0,
+            )
+        ],
+        seed=seed,
+    )
+
+
+def simulate_observation(scene: Any) -> tuple[Any, dict[str, Any]]:
+    """The L0 file and the truth of a scene."""
+    from bricks.simulate import simulate
+
+    return simulate(scene)
+
+
+def drop_in_raw_bucket(data_dir: Path, client: Any, l0: Any, obs_id: str) -> str:
+    """Upload the L0 file and publish its arrival; the run id the arrival started."""
+    from local.stack import read_state
+    from storage.events import publish_object_created
+    from storage.objects import get_store
+
+    buffer = io.BytesIO()
+    l0.writeto(buffer, checksum=True)
+    key = f"{obs_id}/{obs_id}_mxt_l0.fits"
+    info = get_store().put("raw", key, buffer.getvalue(), content_type="application/fits")
+    state = read_state(data_dir) or {}
+    asyncio.run(publish_object_created(str(state.get("nats_url")), info))
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        page = client.json("GET", f"/mxt/runs?obs_id={obs_id}")
+        if page["items"]:
+            return str(page["items"][0]["run_id"])
+        time.sleep(0.1)
+    raise click.ClickException(f"no run started for {key} within 60 s of its arrival")
+
+
+def report(client: Any, data_dir: Path, run: dict[str, Any], scene: Any, url: str) -> None:
+    """Position against the truth, decay index, products, dashboard."""
+    import json
+
+    from storage.objects import get_store
+
+    items = client.json("GET", f"/mxt/runs/{run['run_id']}/products")["items"]
+    by_name = {item["name"]: item for item in items}
+    store = get_store()
+
+    def product_json(name: str) -> dict[str, Any]:
+        item = by_name[name]
+        return json.loads(store.get(item["bucket"], item["key"]))
+
+    position = product_json("position")
+    truth = scene.sources[0]
+    offset = angular_offset_arcsec(position["ra"], position["dec"], truth.ra, truth.dec)
+    click.echo("")
+    click.echo(
+        f"position   RA {position['ra']:.5f}°  Dec {position['dec']:+.5f}°  "
+        f"error radius {position['err90_arcsec']:.1f}″ (90 %, with the 25″ systematic)"
+    )
+    inside = "inside" if offset <= position["err90_arcsec"] else "OUTSIDE"
+    click.echo(
+        f"truth      RA {truth.ra:.5f}°  Dec {truth.dec:+.5f}°  offset {offset:.1f}″ ({inside})"
+    )
+    if "lightcurve_fit" in by_name:
+        fit = product_json("lightcurve_fit")
+        alpha, error = fit.get("alpha", float("nan")), fit.get("alpha_err", float("nan"))
+        click.echo(f"decay      α = {alpha:.2f} ± {error:.2f}  (simulated {truth.decay_index})")
+    click.echo(f"products   {len(items)}: " + ", ".join(sorted(by_name)))
+    click.echo(f"dashboard  {url}/ui/   runs API {url}/mxt/runs/{run['run_id']}")
+
+
+def angular_offset_arcsec(ra1: float, dec1: float, ra2: float, dec2: float) -> float:
+    """Great-circle separation of two ICRS positions (degrees in), in arcseconds."""
+    r1, d1, r2, d2 = map(np.radians, (ra1, dec1, ra2, dec2))
+    cos = np.sin(d1) * np.sin(d2) + np.cos(d1) * np.cos(d2) * np.cos(r1 - r2)
+    return float(np.degrees(np.arccos(np.clip(cos, -1.0, 1.0))) * ARCSEC_PER_DEG)
