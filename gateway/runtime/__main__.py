@@ -2,8 +2,9 @@
 
 This is the process contract of the local provider and of the OpenFaaS template.
 The process exits with status 2 and one line on stderr when the handler cannot be
-loaded or a limit in the environment is invalid; otherwise it serves until SIGTERM
-or SIGINT, then finishes the calls in flight.
+loaded or a setting in the environment is invalid; otherwise it serves until
+SIGTERM or SIGINT, lets the calls in flight finish (``--graceful-seconds``), and exits
+by that signal (uvicorn re-raises it, so the parent sees "terminated by SIGTERM").
 """
 
 from __future__ import annotations
@@ -49,11 +50,11 @@ def main(argv: list[str] | None = None) -> int:
         Arguments without the program name.
     """
     arguments = parse_arguments(argv)
-    configure_logging(arguments.name, os.environ.get("MXT_LOG_LEVEL", "INFO"))
     from gateway.runtime.app import create_app
     from gateway.runtime.loader import HandlerLoadError
 
     try:
+        configure_logging(arguments.name, os.environ.get("MXT_LOG_LEVEL", "INFO"))
         app = create_app(arguments.handler, arguments.name)
     except (HandlerLoadError, ValueError) as error:
         print(f"mxt runtime: cannot serve function {arguments.name!r}: {error}", file=sys.stderr)

@@ -59,7 +59,8 @@ def _positive_env(name: str, default: float, kind: type) -> float:
     try:
         value = kind(raw)
     except ValueError:
-        raise ValueError(f"{name}={raw!r} is not a {kind.__name__}") from None
+        expected = "an integer" if kind is int else "a number"
+        raise ValueError(f"{name}={raw!r} is not {expected}") from None
     if value <= 0:
         raise ValueError(f"{name}={raw!r} must be positive")
     return value

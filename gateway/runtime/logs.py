@@ -71,7 +71,14 @@ def configure_logging(function: str, level: str = "INFO") -> None:
         Name of the function this process serves.
     level
         Root level name (``MXT_LOG_LEVEL``), e.g. ``"INFO"`` or ``"WARNING"``.
+
+    Raises
+    ------
+    ValueError
+        ``level`` is not a logging level name.
     """
+    if not isinstance(logging.getLevelName(level.upper()), int):
+        raise ValueError(f"MXT_LOG_LEVEL={level!r} is not a logging level (DEBUG, INFO, ...)")
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter(function))
     root = logging.getLogger()

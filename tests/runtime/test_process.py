@@ -108,3 +108,25 @@ def test_unloadable_handler_exits_non_zero_with_the_reason(tmp_path):
     assert finished.returncode == 2
     assert "cannot serve function 'broken'" in finished.stderr
     assert "No module named 'definitely_not_installed'" in finished.stderr
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "message"),
+    [
+        ("MXT_LOG_LEVEL", "chatty", "MXT_LOG_LEVEL='chatty' is not a logging level"),
+        ("MXT_MAX_BODY_BYTES", "lots", "MXT_MAX_BODY_BYTES='lots' is not an integer"),
+        ("MXT_CALL_TIMEOUT_SECONDS", "0", "MXT_CALL_TIMEOUT_SECONDS='0' must be positive"),
+    ],
+)
+def test_invalid_setting_exits_non_zero_with_the_variable_named(variable, value, message):
+    finished = subprocess.run(
+        [sys.executable, "-m", "gateway.runtime", "--handler", str(FUNCTIONS / "echo")]
+        + ["--name", "echo", "--port", str(free_port())],
+        cwd=REPOSITORY,
+        env={**os.environ, variable: value},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert finished.returncode == 2
+    assert message in finished.stderr
