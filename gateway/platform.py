@@ -55,14 +55,12 @@ class Platform:
 
     Parameters
     ----------
-    run_worker, run_connector
-        Whether this process consumes the async queue and the topics (``mxt up``
-        does both; a gateway replica behind a load balancer might do neither).
+    run_connector
+        Whether this process consumes the topics. Whether it runs a queue worker
+        is the setting ``MXT_RUN_WORKER`` (``mxt worker`` processes can do it instead).
     """
 
-    def __init__(
-        self, settings: GatewaySettings, run_worker: bool = True, run_connector: bool = True
-    ) -> None:
+    def __init__(self, settings: GatewaySettings, run_connector: bool = True) -> None:
         self.settings = settings
         self.auth = BasicAuth(read_password(settings.secrets_path))
         self.provider = LocalProvider(settings, load_stack_specs)
@@ -75,7 +73,6 @@ class Platform:
         self.calls: CallStore | None = None
         self.worker: QueueWorker | None = None
         self.connector: TopicConnector | None = None
-        self.run_worker = run_worker
         self.run_connector = run_connector
         self.provider.listeners.append(self._functions_changed)
 
@@ -94,8 +91,8 @@ class Platform:
         await self.forwarder.open()
         await self.provider.start()
         password = read_password(self.settings.secrets_path)
-        if self.run_worker:
-            self.worker = QueueWorker(self.settings, self.js, self.calls, password)
+        if self.settings.run_worker:
+            self.worker = QueueWorker(self.settings, self.js, self.calls, password, self.provider)
             await self.worker.start()
         if self.run_connector:
             self.connector = TopicConnector(self.js, self.calls, self.provider)

@@ -39,6 +39,8 @@ class GatewaySettings(BaseSettings):
     retry_base_delay: float = 0.5
     retry_max_delay: float = 60.0
     worker_concurrency: int = 64
+    # false: this gateway only queues; separate `mxt worker` processes run the calls
+    run_worker: bool = True
     # seconds an async call may take before the worker gives up on it (504, retried)
     async_timeout: float = 300.0
     dedupe_window: float = 600.0

@@ -20,16 +20,18 @@ import time
 from dataclasses import dataclass
 
 import aiohttp
+import orjson
 from nats.errors import ConnectionClosedError
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
 from nats.js.errors import FetchTimeoutError
 from pydantic import ValidationError
 
-from bricks.errors import classify_status
+from bricks.errors import NotFound, classify_status
 from gateway import messages as m
 from gateway.auth import basic_auth_header
 from gateway.calls import CallStore
+from gateway.provider import FunctionUnavailable, LocalProvider
 from gateway.settings import GatewaySettings
 
 log = logging.getLogger("mxt.gateway.worker")
@@ -93,6 +95,9 @@ class QueueWorker:
     ----------
     password
         The gateway's admin password (write-protected functions need it).
+    provider
+        The stack's provider, to call replicas directly; ``None`` for a standalone
+        worker, which calls through the gateway.
     """
 
     def __init__(
@@ -101,8 +106,10 @@ class QueueWorker:
         js: JetStreamContext,
         calls: CallStore,
         password: str,
+        provider: LocalProvider | None = None,
     ) -> None:
         self.settings = settings
+        self.provider = provider
         self.js = js
         self.calls = calls
         self.auth_header = basic_auth_header(password)
@@ -209,10 +216,34 @@ class QueueWorker:
             with contextlib.suppress(Exception):
                 await msg.in_progress()
 
+    async def _endpoint(self, call: m.AsyncCall) -> tuple[str, float]:
+        """Where the call goes and its time limit (seconds).
+
+        Inside the stack the worker calls a replica directly (one hop less);
+        a standalone worker goes through the gateway's ``/function/`` route.
+        """
+        if self.provider is None:
+            return (
+                f"{self.settings.gateway_url}/function/{call.function}",
+                self.settings.async_timeout,
+            )
+        deployment = self.provider.deployments.get(call.function)
+        if deployment is None:
+            raise NotFound(f"no function named {call.function!r}", function=call.function)
+        replica = await deployment.pick(self.settings.start_timeout)
+        deployment.invocations += 1
+        return replica.url, deployment.spec.timeout or self.settings.async_timeout
+
     async def invoke(self, call: m.AsyncCall) -> Outcome:
-        """One attempt: the call through the gateway's ``/function/`` route."""
+        """One attempt of the call; connection faults and timeouts are transient outcomes."""
         assert self.session is not None
-        url = f"{self.settings.gateway_url}/function/{call.function}"
+        started = time.monotonic()
+        try:
+            url, limit = await self._endpoint(call)
+        except NotFound as exc:
+            return Outcome(404, orjson.dumps(exc.to_dict()), "application/json", error=exc.reason)
+        except FunctionUnavailable as exc:
+            return Outcome(None, duration=time.monotonic() - started, error=str(exc))
         if call.path:
             url += "/" + call.path.lstrip("/")
         if call.query:
@@ -220,14 +251,13 @@ class QueueWorker:
         headers = dict(call.headers)
         headers["X-Call-Id"] = call.call_id
         headers["Authorization"] = self.auth_header
-        started = time.monotonic()
         try:
             async with self.session.request(
                 call.method,
                 url,
                 data=call.body,
                 headers=headers,
-                timeout=aiohttp.ClientTimeout(total=self.settings.async_timeout),
+                timeout=aiohttp.ClientTimeout(total=limit),
             ) as resp:
                 body = await resp.read()
                 return Outcome(
@@ -241,7 +271,8 @@ class QueueWorker:
             return Outcome(
                 status=None,
                 duration=time.monotonic() - started,
-                error=f"gateway unreachable or too slow: {type(exc).__name__}: {exc}",
+                error=f"function {call.function!r} unreachable or too slow: "
+                f"{type(exc).__name__}: {exc}",
             )
 
     async def _dead_letter(self, call: m.AsyncCall, outcome: Outcome, status: m.CallStatus) -> None:

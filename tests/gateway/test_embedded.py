@@ -13,7 +13,7 @@ import psutil
 
 from local.natsd import free_port
 from local.stack import EmbeddedStack, read_state
-from tests.gateway.conftest import function_entry, wait_for, write_stack
+from tests.gateway.conftest import function_entry, wait_call, wait_for, write_stack
 
 
 def _descendants(pid: int) -> list[psutil.Process]:
@@ -104,3 +104,26 @@ def _healthy(url: str) -> bool:
 def _ready(url: str, password: str, count: int) -> bool:
     functions = httpx.get(url + "/system/functions", auth=("admin", password)).json()
     return sum(f["availableReplicas"] for f in functions) == count
+
+
+def test_standalone_worker_runs_the_queue(tmp_path: Path) -> None:
+    stack_file = write_stack(tmp_path / "stack.yml", {"echo": function_entry("echo")})
+    data_dir = tmp_path / "data"
+    with EmbeddedStack(stack_file, data_dir, env={"MXT_RUN_WORKER": "false"}) as stack:
+        http = httpx.Client(base_url=stack.url, timeout=30)
+        call_id = http.post("/async-function/echo", json={"message": "q"}).headers["x-call-id"]
+        assert http.get(f"/async-function/status/{call_id}").json()["state"] == "queued"
+        env = dict(os.environ, MXT_SECRETS_DIR=str(data_dir / "secrets"))
+        worker = subprocess.Popen(
+            [sys.executable, "-c", "from local.cli import main; main()", "worker",
+             "--data-dir", str(data_dir)],
+            env=env,
+        )  # fmt: skip
+        try:
+            done = wait_call(http, call_id, ("succeeded",))
+            assert done["status_code"] == 200
+            # it went through the gateway, which counted the invocation
+            assert stack.functions()[0]["invocationCount"] == 1
+        finally:
+            worker.send_signal(signal.SIGTERM)
+            assert worker.wait(30) == 0
