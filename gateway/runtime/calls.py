@@ -79,7 +79,7 @@ class CallRunner:
             response.headers["x-call-id"] = call_id
             response.headers["x-duration-seconds"] = f"{duration:.6f}"
             log.log(
-                logging.ERROR if response.status_code >= 500 else logging.INFO,
+                _log_level(response.status_code),
                 "call finished",
                 extra={
                     "method": request.method,
@@ -164,6 +164,13 @@ class CallRunner:
         # copy_context: log lines written in the thread carry the call id. The future
         # is abandoned on timeout; the thread itself runs to its end.
         return await loop.run_in_executor(self.executor, contextvars.copy_context().run, call)
+
+
+def _log_level(status: int) -> int:
+    """Level of a call's log line: errors for 5xx, warnings for transient 503/504."""
+    if status in (503, 504):
+        return logging.WARNING
+    return logging.ERROR if status >= 500 else logging.INFO
 
 
 def validate_json(model: type[BaseModel], body: bytes) -> BaseModel:
