@@ -247,7 +247,11 @@ def fit_position(
     def objective(p: np.ndarray) -> float:
         return cash(p, ap, psf, roll_deg)
 
-    result = minimize(objective, start, method="Nelder-Mead", options=_NM_OPTIONS)
+    simplex = start + np.vstack([np.zeros(4), np.diag([0.5, 0.5, 0.3, 0.3])])
+    result = minimize(
+        objective, start, method="Nelder-Mead", options={**_NM_OPTIONS, "initial_simplex": simplex}
+    )
+    # A restart from the optimum guards against a collapsed simplex.
     result = minimize(objective, result.x, method="Nelder-Mead", options=_NM_OPTIONS)
     best = result.x
     hess = _hessian(objective, best, np.array([0.05, 0.05, 0.02, 0.02]))
@@ -266,7 +270,7 @@ def fit_position(
     )
 
 
-_NM_OPTIONS = {"xatol": 1e-4, "fatol": 1e-4, "maxiter": 2000}
+_NM_OPTIONS = {"xatol": 1e-3, "fatol": 1e-3, "maxiter": 2000}
 
 
 def _position_covariance(hess: np.ndarray) -> np.ndarray:

@@ -64,11 +64,20 @@ def events_hdu(l2_events: fits.HDUList) -> fits.BinTableHDU:
 
 
 def sky_wcs_of(events: fits.BinTableHDU) -> WCS:
-    """The 2-D sky WCS of the events' X/Y columns (``bricks.wcs``)."""
+    """The 2-D sky WCS of the events' X/Y columns (``bricks.wcs``).
+
+    When the X/Y column WCS keywords are absent (a table rebuilt by row selection can
+    lose them), the grid is rebuilt from RA_PNT/DEC_PNT, which fix it by convention.
+    """
+    from bricks.wcs import sky_wcs
+
     try:
         return sky_wcs_from_events_header(events.header)
     except (KeyError, ValueError) as exc:
-        raise BadInput(f"l2_events EVENTS header has no usable sky WCS: {exc}") from exc
+        try:
+            return sky_wcs(float(events.header["RA_PNT"]), float(events.header["DEC_PNT"]))
+        except (KeyError, TypeError, ValueError):
+            raise BadInput(f"l2_events EVENTS header has no usable sky WCS: {exc}") from exc
 
 
 def sky_to_detector(

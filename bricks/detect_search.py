@@ -86,20 +86,25 @@ def _correlate(image: np.ndarray, kernel: np.ndarray) -> np.ndarray:
     return fftconvolve(image, kernel[::-1, ::-1], mode="same")
 
 
-def _clipped_mean(rates: np.ndarray, block_area: float) -> float:
-    """Mean of block rates, clipping three times those 3σ above it (sources)."""
-    values = rates[np.isfinite(rates)]
-    if values.size < 3:
-        return np.nan
-    level = float(np.mean(values))
+def _clipped_mean(rates: np.ndarray, block_area: float) -> np.ndarray:
+    """Mean over the last axis of block rates, clipping three times those 3σ above it.
+
+    NaN entries (unusable blocks) are ignored; fewer than 3 usable blocks give NaN. The
+    Poisson σ of a block's rate is never taken below one count's worth, so sparse
+    blocks (mostly zeros) are not clipped to nothing.
+    """
+    usable = np.isfinite(rates)
+    values = np.where(usable, rates, 0.0)
+    n = usable.sum(axis=-1)
+    kept = usable
+    level = values.sum(axis=-1) / np.maximum(n, 1)
     for _ in range(3):
-        # Poisson σ of a block's rate, never below one count's worth (sparse blocks).
-        sigma = np.sqrt(max(level * block_area, 1.0)) / block_area
-        kept = values[values <= level + 3.0 * sigma]
-        if kept.size == 0:
-            break
-        level = float(np.mean(kept))
-    return level
+        sigma = np.sqrt(np.maximum(level * block_area, 1.0)) / block_area
+        candidate = usable & (values <= (level + 3.0 * sigma)[..., None])
+        count = candidate.sum(axis=-1)
+        kept = np.where((count > 0)[..., None], candidate, kept)
+        level = np.where(kept, values, 0.0).sum(axis=-1) / np.maximum(kept.sum(axis=-1), 1)
+    return np.where(n >= 3, level, np.nan)
 
 
 def local_background(
@@ -122,17 +127,13 @@ def local_background(
     counts = counts.sum(axis=(1, 3))
     rates = np.where(area >= 0.5 * block_pix**2, counts / np.maximum(area, 1), np.nan)
     block_area = float(block_pix**2)
-    overall = _clipped_mean(rates.ravel(), block_area)
+    overall = float(_clipped_mean(rates.ravel(), block_area))
     if not np.isfinite(overall):
         overall = float(image[footprint].sum()) / max(int(footprint.sum()), 1)
-    local = ndimage.generic_filter(
-        rates,
-        _clipped_mean,
-        size=window,
-        mode="constant",
-        cval=np.nan,
-        extra_arguments=(block_area,),
-    )
+    half = window // 2
+    padded = np.pad(rates, half, constant_values=np.nan)
+    windows = np.lib.stride_tricks.sliding_window_view(padded, (window, window))
+    local = _clipped_mean(windows.reshape(by, bx, window * window), block_area)
     local = np.where(np.isfinite(local), local, overall)
     # Bilinear between block centres: steps at block edges would make false peaks.
     per_pixel = ndimage.zoom(local, block_pix, order=1, mode="nearest", grid_mode=True)
