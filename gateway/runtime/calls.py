@@ -23,7 +23,7 @@ from gateway.runtime.context import Context
 from gateway.runtime.limits import RuntimeLimits, read_body
 from gateway.runtime.loader import BodyKind, HandlerSpec
 from gateway.runtime.logs import CallLogger, call_fields
-from gateway.runtime.openfaas import Event, openfaas_response
+from gateway.runtime.openfaas import Event, FlaskQuery, openfaas_response
 
 log = logging.getLogger("mxt.runtime")
 
@@ -132,7 +132,8 @@ class CallRunner:
             log=CallLogger(self.function_log, {"call_id": call_id}),
         )
         if spec.body_kind is BodyKind.OPENFAAS_EVENT:
-            event = Event(body, request.headers, request.method, request.query_params, path)
+            query = FlaskQuery(request.scope["query_string"])
+            event = Event(body, request.headers, request.method, query, path)
             return openfaas_response(await self._invoke(event, context))
         arguments = [] if spec.body_kind is BodyKind.NONE else [self._argument(request, body)]
         if spec.takes_context:

@@ -25,6 +25,24 @@ from starlette.responses import Response
 _FLASK_TEXT = "text/html; charset=utf-8"
 
 
+class FlaskQuery(QueryParams):
+    """Query parameters read as Flask's ``request.args``: a repeated key gives its first value.
+
+    (Starlette's own give the last one; ``getlist`` gives them all in both.)
+    """
+
+    def __getitem__(self, key: str) -> str:
+        values = self.getlist(key)
+        if not values:
+            raise KeyError(key)
+        return values[0]
+
+    def get(self, key: str, default: Any = None) -> Any:
+        """The first value of ``key``, or ``default``."""
+        values = self.getlist(key)
+        return values[0] if values else default
+
+
 @dataclass(frozen=True)
 class Event:
     """The request as OpenFaaS's ``python3-http`` template presents it.
@@ -38,7 +56,7 @@ class Event:
     method
         HTTP method.
     query
-        Query parameters (``event.query.get("name")``).
+        Query parameters (``event.query.get("name")``: the first value, as in Flask).
     path
         Request path as the function sees it (``"/"`` for the root).
     """

@@ -43,7 +43,8 @@ def handle(event, context):
     if shape == "event":
         return {"body": {
             "body": event.body.decode(), "method": event.method, "path": event.path,
-            "query": event.query.get("q"), "header": event.headers.get("X-Custom"),
+            "query": event.query.get("q"), "all": event.query.getlist("q"),
+            "missing": event.query.get("nope", "default"), "header": event.headers.get("X-Custom"),
         }}
     return {"statusCode": 418, "body": "<b>teapot</b>",
             "headers": {"Content-Type": "text/plain", "X-One": "1"}}
@@ -77,7 +78,7 @@ async def test_python3_http_event_fields(write_handler):
     async with asgi_client(write_handler("rules", RULES)) as client:
         response = await client.patch(
             "/a/b",
-            params={"q": "v"},
+            params=[("q", "v"), ("q", "w")],
             content=b"payload",
             headers={"x-shape": "event", "X-Custom": "yes"},
         )
@@ -85,7 +86,9 @@ async def test_python3_http_event_fields(write_handler):
         "body": "payload",
         "method": "PATCH",
         "path": "/a/b",
-        "query": "v",
+        "query": "v",  # Flask's request.args.get: the first value
+        "all": ["v", "w"],
+        "missing": "default",
         "header": "yes",
     }
 
