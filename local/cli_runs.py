@@ -66,15 +66,25 @@ def read_obs_id(path: Path) -> str:
 
 
 def follow_run(client: Client, run_id: str, quiet: bool = False, timeout: float = 3600) -> dict:
-    """Poll a run until it ends, redrawing one progress line; the final run."""
+    """Poll a run until it ends, showing its progress; the final run.
+
+    On a terminal one line is redrawn in place; otherwise a line is printed per change.
+    """
     deadline = time.monotonic() + timeout
     started = time.monotonic()
+    redraw = sys.stdout.isatty()
+    shown = ""
     while True:
         run = client.json("GET", f"/mxt/runs/{run_id}")
-        if not quiet:
-            click.echo("\r" + progress_line(run, time.monotonic() - started), nl=False)
+        line = progress_line(run)
+        if not quiet and (redraw or line != shown):
+            elapsed = f"{time.monotonic() - started:6.1f} s"
+            click.echo(
+                f"\r\033[K{line} {elapsed}" if redraw else f"{line} {elapsed}", nl=not redraw
+            )
+            shown = line
         if run["state"] in TERMINAL:
-            if not quiet:
+            if not quiet and redraw:
                 click.echo()
             return run
         if time.monotonic() > deadline:
@@ -82,12 +92,18 @@ def follow_run(client: Client, run_id: str, quiet: bool = False, timeout: float 
         time.sleep(0.2)
 
 
-def progress_line(run: dict[str, Any], elapsed: float) -> str:
-    """``[ToO r-…] 6/10 ingest✓ calibrate✓ … 12.3 s``: one line per poll."""
+def progress_line(run: dict[str, Any]) -> str:
+    """``[ToO] 6/10 bricks done · running: lightcurve, spectrum``."""
     tasks = run["tasks"]
     done = sum(t["state"] in ("succeeded", "skipped") for t in tasks)
-    marks = " ".join(f"{t['brick']}{STATE_MARK.get(t['state'], '?')}" for t in tasks)
-    return f"[{run['programme']} {run['run_id']}] {done}/{len(tasks)} {marks}  {elapsed:5.1f} s"
+    active = [t["brick"] for t in tasks if t["state"] in ("dispatched", "running")]
+    failed = [t["brick"] for t in tasks if t["state"] == "failed"]
+    line = f"[{run['programme']} {run['state']}] {done}/{len(tasks)} bricks done"
+    if active:
+        line += f" · running: {', '.join(active)}"
+    if failed:
+        line += f" · failed: {', '.join(failed)}"
+    return line
 
 
 def print_dag(run: dict[str, Any]) -> None:

@@ -237,9 +237,8 @@ def _calibration_file(store: Any, ref: str, sha256: str) -> dict[str, Any]:
         return calibration_from_hdulist(hdul)
 
 
-def handle_brick(name: str, request: BrickRequest, log: Any = None) -> BrickResponse:
-    """What every ``functions/brick-<name>`` handler does: run brick ``name`` on the store."""
-    from bricks.registry import get_brick
+def run_brick_function(brick: Brick, request: BrickRequest, log: Any = None) -> BrickResponse:
+    """What every ``functions/brick-<name>`` handler does: run its brick on the object store."""
     from storage.objects import get_store
 
-    return run_brick(get_brick(name), request, get_store(), log)
+    return run_brick(brick, request, get_store(), log)

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
-from storage.brick_adapter import BrickRequest, BrickResponse, handle_brick
+from bricks.registry import get_brick
+from storage.brick_adapter import BrickRequest, BrickResponse, run_brick_function
+
+# imported when the process starts, not on the first call: a ToO notice waits for no import
+BRICK = get_brick("ingest")
 
 
 def handle(request: BrickRequest, context) -> BrickResponse:  # noqa: ANN001
     """Read the inputs, run the brick, write its products; answer their keys and provenance."""
-    return handle_brick("ingest", request, context.log)
+    return run_brick_function(BRICK, request, context.log)
