@@ -16,13 +16,14 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import orjson
+from nats.errors import Error as NatsError
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from bricks.errors import BadInput, Conflict, MxtError, NotFound, PayloadTooLarge
+from bricks.errors import BadInput, Conflict, MxtError, NotFound, PayloadTooLarge, Transient
 from gateway import messages as m
 from gateway.calls import enqueue
 from gateway.deadletters import list_dead_letters, redrive
@@ -102,6 +103,10 @@ def create_api(platform: Platform) -> Starlette:
                 },
                 "version": {"release": release, "sha": "", "commit_message": ""},
                 "arch": host_platform.machine(),
+                "stack": {
+                    "file": str(platform.settings.stack_file),
+                    "error": provider.stack_error,
+                },
             }
         )
 
@@ -210,12 +215,19 @@ def create_api(platform: Platform) -> Starlette:
 
     async def mxt_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, MxtError)
-        return JSONResponse(exc.to_dict(), status_code=exc.http_status)
+        headers = {}
+        if isinstance(exc, Transient) and exc.retry_after is not None:
+            headers["Retry-After"] = f"{exc.retry_after:g}"
+        return JSONResponse(exc.to_dict(), status_code=exc.http_status, headers=headers)
 
     async def http_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, HTTPException)
         reason = exc.detail if exc.status_code != 404 else f"no route for {request.url.path}"
         return JSONResponse({"kind": "bad_input", "reason": reason}, status_code=exc.status_code)
+
+    async def nats_error(request: Request, exc: Exception) -> JSONResponse:
+        # NATS down or restarting: the client may try again shortly
+        return await mxt_error(request, Transient(f"NATS JetStream unavailable: {exc}", 1.0))
 
     methods = ["GET", "POST", "PUT", "PATCH", "DELETE"]
     routes = [
@@ -234,7 +246,8 @@ def create_api(platform: Platform) -> Starlette:
         Route("/async-function/{name}/{path:path}", invoke_async, methods=methods),
     ]
     return Starlette(
-        routes=routes, exception_handlers={MxtError: mxt_error, HTTPException: http_error}
+        routes=routes,
+        exception_handlers={MxtError: mxt_error, HTTPException: http_error, NatsError: nats_error},
     )
 
 

@@ -121,7 +121,9 @@ class LogBook:
     def tail(self, since: float | None = None, count: int | None = None) -> list[LogLine]:
         """Kept lines newer than ``since`` (Unix seconds), the last ``count`` of them."""
         lines = [x for x in self.lines if since is None or x.timestamp >= since]
-        return lines[-count:] if count else lines
+        if count is None:
+            return lines
+        return lines[-count:] if count else []
 
     def follow(self) -> asyncio.Queue[LogLine]:
         """A queue that receives every new line until :meth:`unfollow`."""

@@ -127,3 +127,22 @@ def test_standalone_worker_runs_the_queue(tmp_path: Path) -> None:
         finally:
             worker.send_signal(signal.SIGTERM)
             assert worker.wait(30) == 0
+
+
+def test_nats_restart_keeps_the_async_path_working(nats_fresh, tmp_path: Path) -> None:
+    stack_file = write_stack(tmp_path / "stack.yml", {"echo": function_entry("echo")})
+    with EmbeddedStack(stack_file, tmp_path / "data", nats_url=nats_fresh.url) as stack:
+        http = httpx.Client(base_url=stack.url, timeout=30)
+        before = http.post("/async-function/echo", json={"message": "1"}).headers["x-call-id"]
+        wait_call(http, before, ("succeeded",))
+        nats_fresh.restart()
+
+        def accepted() -> str | None:
+            resp = http.post("/async-function/echo", json={"message": "2"})
+            assert resp.status_code in (202, 503), resp.text  # 503 only while reconnecting
+            return resp.headers["x-call-id"] if resp.status_code == 202 else None
+
+        after = wait_for(accepted)
+        assert wait_call(http, after, ("succeeded",))["status_code"] == 200
+        # the status bucket and streams survived on the server's store
+        assert http.get(f"/async-function/status/{before}").json()["state"] == "succeeded"

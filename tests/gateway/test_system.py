@@ -134,3 +134,30 @@ async def test_topic_connector_invokes_per_message(stack: EmbeddedStack) -> None
 def test_unknown_system_path_is_json_404(admin: httpx.Client) -> None:
     resp = admin.get("/system/nothing")
     assert resp.status_code == 404 and resp.headers["content-type"] == "application/json"
+
+
+def test_logs_follow_streams_new_lines(stack: EmbeddedStack, client: httpx.Client) -> None:
+    with (
+        httpx.Client(base_url=stack.url, auth=stack.auth, timeout=30) as follower,
+        follower.stream("GET", "/system/logs?name=hello-python3-http&tail=0&follow=true") as resp,
+    ):
+        assert resp.status_code == 200
+        client.get("/function/hello-python3-http", headers={"X-Call-Id": "followed-1"})
+        for raw in resp.iter_lines():
+            if "followed-1" in raw:
+                assert json.loads(raw)["name"] == "hello-python3-http"
+                break
+
+
+def test_lazy_function_starts_on_first_call(admin: httpx.Client, client: httpx.Client) -> None:
+    deployment = {
+        "service": "lazy-echo",
+        "handler": str(FUNCTIONS / "echo"),
+        "annotations": {"com.mxt.lazy": "true"},
+    }
+    assert admin.post("/system/functions", json=deployment).status_code == 202
+    status = admin.get("/system/function/lazy-echo").json()
+    assert status["replicas"] == 0 and status["availableReplicas"] == 0
+    assert client.post("/function/lazy-echo", json={"message": "up"}).json()["message"] == "up"
+    assert admin.get("/system/function/lazy-echo").json()["availableReplicas"] == 1
+    admin.request("DELETE", "/system/functions", json={"functionName": "lazy-echo"})
