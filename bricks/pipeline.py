@@ -14,6 +14,7 @@ import hashlib
 import io
 import json
 import time
+import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -127,10 +128,23 @@ def deserialise_product(product: Product, data: bytes) -> Any:
     """
     name = product.name
     if product.kind == "fits":
+        _fits_layout(name, bytes(data))
         try:
-            hdul = fits.HDUList.fromstring(bytes(data))
-            hdul.verify("exception")
-        except (OSError, ValueError, TypeError, IndexError, fits.VerifyError) as exc:
+            with warnings.catch_warnings():
+                # astropy warns and returns what it could read of a truncated file
+                warnings.simplefilter("error", fits.verify.VerifyWarning)
+                hdul = fits.HDUList.fromstring(bytes(data))
+                hdul.verify("exception")
+                for hdu in hdul:
+                    _ = hdu.data  # a truncated data unit fails here, not later
+        except (
+            OSError,
+            ValueError,
+            TypeError,
+            IndexError,
+            fits.VerifyError,
+            fits.verify.VerifyWarning,
+        ) as exc:
             raise Unprocessable(f"product {name} is not a readable FITS file: {exc}") from exc
         if len(hdul) == 0:
             raise Unprocessable(f"product {name} is an empty FITS file")
@@ -170,6 +184,41 @@ def _data_size(header: fits.Header) -> int:
     return -(-size // FITS_BLOCK) * FITS_BLOCK
 
 
+def _fits_layout(name: str, data: bytes) -> list[tuple[list[bytes], int, int]]:
+    """Each HDU's header cards, data start and data end (padded), walking the raw blocks.
+
+    Raises
+    ------
+    Unprocessable
+        A header or data unit runs past the end of ``data`` (a truncated file).
+    """
+    layout = []
+    offset = 0
+    while offset < len(data):
+        cards: list[bytes] = []
+        while True:
+            if offset + FITS_BLOCK > len(data):
+                raise Unprocessable(f"product {name} is a truncated FITS file (in a header)")
+            block = data[offset : offset + FITS_BLOCK]
+            offset += FITS_BLOCK
+            cards.extend(block[i : i + CARD] for i in range(0, FITS_BLOCK, CARD))
+            if any(card.rstrip() == b"END" for card in cards[-36:]):
+                break
+        try:
+            header = fits.Header.fromstring(b"".join(cards).decode("ascii"))
+            end = offset + _data_size(header)
+        except (ValueError, KeyError, UnicodeDecodeError) as exc:
+            raise Unprocessable(f"product {name} has an unreadable FITS header: {exc}") from exc
+        if end > len(data):
+            raise Unprocessable(
+                f"product {name} is a truncated FITS file: HDU {len(layout)} needs "
+                f"{end - offset} data bytes, {len(data) - offset} present"
+            )
+        layout.append((cards, offset, end))
+        offset = end
+    return layout
+
+
 def content_digest(product: Product, data: bytes) -> str:
     """SHA-256 of a product's content: for FITS, ignoring DATE, CHECKSUM and DATASUM cards.
 
@@ -179,26 +228,10 @@ def content_digest(product: Product, data: bytes) -> str:
     if product.kind != "fits":
         return hashlib.sha256(data).hexdigest()
     digest = hashlib.sha256()
-    view = memoryview(data)
-    offset = 0
-    while offset < len(data):
-        header_end = offset
-        cards: list[bytes] = []
-        while True:
-            if header_end + FITS_BLOCK > len(data):
-                raise Unprocessable(f"product {product.name} is a truncated FITS file")
-            block = bytes(view[header_end : header_end + FITS_BLOCK])
-            header_end += FITS_BLOCK
-            for i in range(0, FITS_BLOCK, CARD):
-                cards.append(block[i : i + CARD])
-            if any(card.startswith(b"END     ") or card.rstrip() == b"END" for card in cards[-36:]):
-                break
+    for cards, start, end in _fits_layout(product.name, data):
         kept = [c for c in cards if c[:8].decode("ascii", "replace").strip() not in VOLATILE]
         digest.update(b"".join(kept))
-        header = fits.Header.fromstring(b"".join(cards).decode("ascii", "replace"))
-        size = _data_size(header)
-        digest.update(view[header_end : header_end + size])
-        offset = header_end + size
+        digest.update(memoryview(data)[start:end])
     return digest.hexdigest()
 
 

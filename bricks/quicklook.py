@@ -81,6 +81,8 @@ def image_png(
 
     hdu = _image_hdu(image)
     wcs = WCS(hdu.header).celestial
+    if wcs.naxis != 2:
+        raise BadInput("image product has no celestial WCS (CTYPE1/2 RA---TAN, DEC--TAN)")
     fig = _figure(plt)
     ax = fig.add_subplot(projection=wcs)
     data = np.asarray(hdu.data, dtype=np.float64)

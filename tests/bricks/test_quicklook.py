@@ -99,6 +99,9 @@ def test_an_image_product_without_an_image_is_named(detected):
     products = {**detected, "image": fits.HDUList([fits.PrimaryHDU()])}
     with pytest.raises(BadInput, match="2-D image"):
         BRICK(products, {}, {})
+    no_wcs = fits.HDUList([fits.PrimaryHDU(np.zeros((8, 8)))])
+    with pytest.raises(BadInput, match="no celestial WCS"):
+        BRICK({**detected, "image": no_wcs}, {}, {})
 
 
 def test_other_bricks_do_not_import_matplotlib():
