@@ -213,6 +213,26 @@ def screen_events(
     return np.flatnonzero(good), gti, n_flares
 
 
+def select_rows(table: fits.BinTableHDU, rows: np.ndarray) -> fits.BinTableHDU:
+    """A new table of the rows at indices ``rows``, with every column attribute and keyword.
+
+    Each row is copied as one opaque item: a plain memory copy, one output-sized buffer
+    (fancy indexing the FITS_rec copies field by field and holds two), which matters
+    at 10⁷ events.
+    """
+    raw = table.data.view(np.ndarray)
+    picked = raw.view(np.dtype((np.void, raw.dtype.itemsize)))[rows].view(raw.dtype)
+    data = picked.view(fits.FITS_rec)
+    for new, old in zip(data.columns, table.columns, strict=True):
+        new.unit = old.unit
+    hdu = fits.BinTableHDU(data=data, header=table.header.copy(), name=table.name)
+    # the column WCS keywords (TCTYPn…) are column attributes astropy drops: put them back
+    for card in table.header.cards:
+        if card.keyword not in hdu.header:
+            hdu.header[card.keyword] = (card.value, card.comment)
+    return hdu
+
+
 def _exposure_cards(gti: np.ndarray) -> dict[str, tuple[float, str]]:
     ontime = float(np.sum(gti[:, 1] - gti[:, 0])) if len(gti) else 0.0
     return {
@@ -228,7 +248,7 @@ def _run(inputs: dict[str, Any], calibration: dict[str, Any], config: ScreenConf
     selection: Selection = require_calibration(calibration, "SELECT", "screen")
     kept, gti, n_flares = screen_events(l1, selection, config)
     events = l1["EVENTS"]
-    screened = fits.BinTableHDU(data=events.data[kept], header=events.header.copy(), name="EVENTS")
+    screened = select_rows(events, kept)
     cards = _exposure_cards(gti)
     for key, value in cards.items():
         screened.header[key] = value

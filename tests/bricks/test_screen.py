@@ -148,3 +148,16 @@ def test_every_level_passes_fitsverify(screened, tmp_path):
     for name, hdul in (("l0", l0), ("l1", l1), ("l2", l2)):
         errors, report = fitsverify_errors(hdul, tmp_path / f"{name}.fits")
         assert errors == 0, report
+
+
+def test_l2_keeps_the_event_wcs_and_units(screened):
+    from bricks.wcs import sky_wcs_from_events_header
+
+    _, _, l1, l2 = screened
+    events = l2["EVENTS"]
+    wcs = sky_wcs_from_events_header(events.header)
+    ra, dec = wcs.all_pix2world(events.data["X"], events.data["Y"], 1)
+    assert np.allclose(ra, events.data["RA"], atol=1e-5)
+    assert np.allclose(dec, events.data["DEC"], atol=1e-5)
+    assert events.columns.units == l1["EVENTS"].columns.units
+    assert events.columns["PHAS"].format == "9I"
