@@ -6,10 +6,11 @@ redrive, so that every way into the queue dedupes and records status the same wa
 
 from __future__ import annotations
 
+import contextlib
 import time
 
 from nats.js import JetStreamContext
-from nats.js.errors import KeyNotFoundError
+from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
 from gateway import messages as m
@@ -30,6 +31,14 @@ class CallStore:
         if not entry.value:
             return None
         return m.CallStatus.model_validate_json(entry.value)
+
+    async def create(self, status: m.CallStatus) -> bool:
+        """Record the first state of a call; ``False`` when the call id exists already."""
+        try:
+            await self.kv.create(status.call_id, status.to_bytes())
+        except KeyWrongLastSequenceError:
+            return False
+        return True
 
     async def put(self, status: m.CallStatus) -> None:
         """Record a new state of a call."""
@@ -52,20 +61,25 @@ async def enqueue(
     bool
         ``True`` when queued now, ``False`` when the call id was seen already.
     """
-    if msg_id is None and await store.get(call.call_id) is not None:
-        return False
-    # status first: the worker may pick the call up before publish() returns
-    await store.put(
-        m.CallStatus(
-            call_id=call.call_id,
-            function=call.function,
-            state="queued",
-            enqueued_at=call.enqueued_at,
+    queued = m.CallStatus(
+        call_id=call.call_id, function=call.function, state="queued", enqueued_at=call.enqueued_at
+    )
+    # status first (the worker may pick the call up before publish() returns); a
+    # first enqueue creates it atomically, so a repeated call id stops here
+    if msg_id is None:
+        if not await store.create(queued):
+            return False
+    else:
+        await store.put(queued)
+    try:
+        ack = await js.publish(
+            m.async_subject(call.function),
+            call.to_bytes(),
+            headers={"Nats-Msg-Id": msg_id or call.call_id},
         )
-    )
-    ack = await js.publish(
-        m.async_subject(call.function),
-        call.to_bytes(),
-        headers={"Nats-Msg-Id": msg_id or call.call_id},
-    )
+    except Exception:
+        # not queued: forget the status, or a retry with this call id would be a "duplicate"
+        with contextlib.suppress(Exception):
+            await store.kv.delete(call.call_id)
+        raise
     return not ack.duplicate

@@ -25,6 +25,8 @@ import orjson
 
 log = logging.getLogger("mxt.gateway.logs")
 
+FLUSH_PERIOD = 1.0  # seconds a captured line may wait in the buffer before the file
+
 _SINK: Callable[[str, dict[str, Any]], Any] | None | bool = False
 
 
@@ -94,13 +96,18 @@ class LogBook:
         self.lines: deque[LogLine] = deque(maxlen=capacity)
         self.followers: set[asyncio.Queue[LogLine]] = set()
         path.parent.mkdir(parents=True, exist_ok=True)
-        self._file = path.open("a", buffering=1, encoding="utf-8")
+        # block-buffered, flushed at most a second late: one write per call is costly
+        self._file = path.open("a", buffering=65536, encoding="utf-8")
+        self._flushed = time.time()
 
     def add(self, instance: str, text: str) -> None:
         """Record one line printed by replica ``instance``."""
         line = LogLine(time.time(), instance, text)
         self.lines.append(line)
         self._file.write(f"{instance} {text}\n")
+        if line.timestamp - self._flushed > FLUSH_PERIOD:
+            self._file.flush()
+            self._flushed = line.timestamp
         for queue in self.followers:
             with contextlib.suppress(asyncio.QueueFull):
                 queue.put_nowait(line)

@@ -189,12 +189,14 @@ class QueueWorker:
             attempts=attempt,
             enqueued_at=call.enqueued_at,
         )
-        await self.calls.put(status)
+        # "running" is recorded while the call runs, not before it
+        running = asyncio.ensure_future(self.calls.put(status.model_copy()))
         progress = asyncio.create_task(self._keep_alive(msg))
         try:
             outcome = await self.invoke(call)
         finally:
             progress.cancel()
+            await running
         status.status_code, status.duration = outcome.status, outcome.duration
         if outcome.kind == "ok":
             await self._finish(msg, call, outcome, status, "succeeded")
@@ -297,7 +299,6 @@ class QueueWorker:
         state: str,
     ) -> None:
         status.state = state  # type: ignore[assignment]
-        await self.calls.put(status)
         completed = m.CallCompleted(
             call_id=call.call_id,
             function=call.function,
@@ -312,10 +313,13 @@ class QueueWorker:
             completed.body_b64 = m.AsyncCall.encode_body(outcome.body)
         else:
             completed.body_truncated = True
-        await self.js.publish(
-            m.completed_subject(call.function),
-            completed.to_bytes(),
-            headers={"Nats-Msg-Id": f"{call.call_id}:done:{call.redrives}"},
+        await asyncio.gather(
+            self.calls.put(status),
+            self.js.publish(
+                m.completed_subject(call.function),
+                completed.to_bytes(),
+                headers={"Nats-Msg-Id": f"{call.call_id}:done:{call.redrives}"},
+            ),
         )
         if call.callback_url:
             await self.callback(call, outcome, status.attempts)
