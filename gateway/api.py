@@ -67,9 +67,8 @@ def function_status(deployment: Deployment) -> dict[str, Any]:
     }
 
 
-async def json_body(request: Request) -> dict[str, Any]:
-    """The request's JSON object, or 400 naming what is wrong."""
-    raw = await request.body()
+def json_object(raw: bytes) -> dict[str, Any]:
+    """A request body that must be a JSON object; :class:`BadInput` naming the body."""
     try:
         body = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
@@ -77,6 +76,11 @@ async def json_body(request: Request) -> dict[str, Any]:
     if not isinstance(body, dict):
         raise BadInput("request body must be a JSON object", field="body")
     return body
+
+
+async def json_body(request: Request) -> dict[str, Any]:
+    """The request's JSON object, or 400 naming what is wrong."""
+    return json_object(await request.body())
 
 
 def create_api(platform: Platform) -> Starlette:

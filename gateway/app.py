@@ -20,7 +20,8 @@ from urllib.parse import parse_qs
 
 import orjson
 
-from gateway.api import create_api
+from bricks.errors import BadInput
+from gateway.api import create_api, json_object
 from gateway.platform import Platform
 from gateway.proxy import (
     BodyTooLarge,
@@ -144,8 +145,8 @@ class GatewayApp:
         except BodyTooLarge as exc:
             await send_json(send, 413, error_body("bad_input", str(exc), limit=exc.limit))
             return
-        except ValueError as exc:
-            await send_json(send, 400, error_body("bad_input", str(exc), field="body"))
+        except BadInput as exc:
+            await send_json(send, exc.http_status, exc.to_dict())
             return
         headers = [
             (k, v) for k, v in scope["headers"] if k not in (b"content-type", b"content-length")
@@ -160,15 +161,7 @@ class GatewayApp:
     async def _merged_body(self, scope: Scope, receive: Receive, params: dict[str, str]) -> bytes:
         """Path parameters over query parameters over the request's JSON object."""
         raw = await read_body(receive, self.platform.settings.max_body_bytes)
-        merged: dict[str, Any] = {}
-        if raw.strip():
-            try:
-                parsed = orjson.loads(raw)
-            except orjson.JSONDecodeError as exc:
-                raise ValueError(f"request body is not JSON: {exc}") from None
-            if not isinstance(parsed, dict):
-                raise ValueError("request body must be a JSON object")
-            merged.update(parsed)
+        merged: dict[str, Any] = json_object(raw) if raw.strip() else {}
         for key, values in parse_qs(scope.get("query_string", b"").decode("latin-1")).items():
             merged[key] = values[0] if len(values) == 1 else values
         merged.update(params)

@@ -93,6 +93,8 @@ def test_resource_routes(client: httpx.Client, admin: httpx.Client) -> None:
     posted = admin.post("/mxt_test/say", json={"message": "posted", "data": {"k": 2}})
     assert posted.status_code == 200
     assert posted.json()["data"] == {"k": 2}
+    not_object = admin.post("/mxt_test/say", content=b"[1, 2]")
+    assert not_object.status_code == 400 and "JSON object" in not_object.json()["reason"]
     unknown = client.get("/mxt_test/nothing/here")
     assert unknown.status_code == 404
     assert unknown.headers["content-type"] == "application/json"
