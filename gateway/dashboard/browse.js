@@ -1,0 +1,92 @@
+// Browsing pages: observations, CALDB files, programme configurations.
+
+import { caldbURL, getJSON } from "./api.js";
+import { fill, fmtTime, h, notice } from "./dom.js";
+
+function table(headers, rows) {
+  return h("table", {}, h("thead", {}, h("tr", {}, headers.map((t) => h("th", { scope: "col" }, t)))), h("tbody", {}, rows));
+}
+
+/** A paged listing: fetch(after) → {rows, next}; a "Load more" button continues it. */
+async function paged(container, headers, fetchPage) {
+  const body = h("tbody");
+  const more = h("button", { type: "button", class: "secondary", hidden: true }, "Load more");
+  const message = h("div", { "aria-live": "polite" });
+  let next = null;
+  const load = async () => {
+    try {
+      const page = await fetchPage(next);
+      body.append(...page.rows);
+      next = page.next;
+      more.hidden = next === null || next === undefined;
+      if (!body.childElementCount) fill(message, notice("info", "Nothing here yet."));
+    } catch (error) {
+      fill(message, notice("error", error.message));
+    }
+  };
+  more.addEventListener("click", load);
+  fill(container, message,
+    h("table", {}, h("thead", {}, h("tr", {}, headers.map((t) => h("th", { scope: "col" }, t)))), body), more);
+  await load();
+}
+
+export async function observationsPage(main) {
+  const box = h("div");
+  fill(main, h("h1", {}, "Observations"), box);
+  await paged(box, ["Observation", "Object", "Programme", "RA (°)", "Dec (°)", "Start (UTC)", "Burst", "Runs"], async (after) => {
+    const params = new URLSearchParams({ limit: "50", descending: "true" });
+    if (after !== null) params.set("after", String(after));
+    const page = await getJSON(`/mxt_missiondb/observations?${params}`);
+    return {
+      next: page.next_after,
+      rows: page.items.map((o) => h("tr", {},
+        h("th", { scope: "row" }, o.obs_id), h("td", {}, o.object_name || ""), h("td", {}, o.programme || ""),
+        h("td", { class: "num" }, o.ra?.toFixed(4) ?? ""), h("td", { class: "num" }, o.dec?.toFixed(4) ?? ""),
+        h("td", {}, fmtTime(o.tstart)), h("td", {}, o.burst_id || ""),
+        h("td", {}, h("a", { href: `#/runs?obs_id=${encodeURIComponent(o.obs_id)}` }, "runs")))),
+    };
+  });
+}
+
+export async function caldbPage(main) {
+  const box = h("div");
+  fill(main, h("h1", {}, "CALDB"), h("p", { class: "muted" }, "Calibration files indexed in caldb; quality 0 is good."), box);
+  await paged(box, ["Codename", "Instrument", "Valid from (UTC)", "Description", "Version", "Quality", "File"], async (after) => {
+    const params = new URLSearchParams({ limit: "100" });
+    if (after !== null) params.set("after", String(after));
+    const page = await getJSON(`/caldb/files?${params}`);
+    return {
+      next: page.next_after,
+      rows: page.datasets.map((d) => h("tr", { class: d.quality === 0 ? "" : "bad" },
+        h("th", { scope: "row" }, d.codename), h("td", {}, d.instrument), h("td", {}, fmtTime(d.valid_from)),
+        h("td", {}, d.description), h("td", {}, d.caldb_version), h("td", { class: "num" }, String(d.quality)),
+        h("td", {}, h("a", { href: caldbURL(d.key), download: d.key.split("/").pop() }, `${d.key.split("/").pop()}[${d.extension}]`)))),
+    };
+  });
+}
+
+export async function configsPage(main) {
+  fill(main, h("h1", {}, "Programmes"), h("p", { class: "muted" }, "Loading configurations…"));
+  let listing;
+  try {
+    listing = await getJSON("/mxt_configdb/programmes");
+  } catch (error) {
+    fill(main, h("h1", {}, "Programmes"), notice("error", error.message));
+    return;
+  }
+  if (!listing.configs.length) {
+    fill(main, h("h1", {}, "Programmes"), notice("info", "No configuration yet: the orchestrator seeds them at its first run."));
+    return;
+  }
+  const byProgramme = new Map();
+  for (const config of listing.configs) (byProgramme.get(config.programme) || byProgramme.set(config.programme, []).get(config.programme)).push(config);
+  fill(main, h("h1", {}, "Programmes"),
+    [...byProgramme.entries()].map(([programme, configs]) => h("section", { class: "panel" },
+      h("h2", {}, programme),
+      table(["Version", "Active", "Created (UTC)", "Comment", "Bricks", "Parameters"],
+        configs.map((c) => h("tr", {},
+          h("th", { scope: "row" }, String(c.version)), h("td", {}, c.active ? "active" : ""),
+          h("td", {}, fmtTime(c.created_at)), h("td", {}, c.comment || ""),
+          h("td", {}, c.dag.map((node) => node.brick).join(" → ")),
+          h("td", {}, h("details", {}, h("summary", {}, "show"), h("pre", {}, JSON.stringify({ dag: c.dag, parameters: c.parameters }, null, 2))))))))));
+}

@@ -1,0 +1,243 @@
+"""The dashboard in Debian's chromium (Playwright), against a running stack.
+
+An operator's session: log in, submit a simulated observation from the page, watch
+its run complete live (no reload), look at the quick-look image and read the
+position; a failed run shows its reason; the runs page with 1,000 runs in the
+database loads one page, and the browser's own timing is printed.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+pytestmark = pytest.mark.browser
+
+REPO = Path(__file__).resolve().parents[2]
+SCREENSHOTS = REPO / "docs" / "screenshots"
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+]
+RUN_TIMEOUT_MS = 240_000  # a cold ToO chain on two cores, all functions starting
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(
+            executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS
+        )
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture()
+def page(browser: Any, frontend_stack: Any) -> Iterator[Any]:
+    context = browser.new_context(
+        viewport={"width": 1366, "height": 900}, base_url=frontend_stack.url
+    )
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    yield page
+    context.close()
+    assert not errors, f"uncaught errors in the page: {errors}"
+
+
+def _log_in(page: Any, password: str) -> None:
+    page.get_by_role("button", name="Log in").click()
+    page.get_by_label("Password").fill(password)
+    page.locator("#login-submit").click()
+    page.get_by_role("button", name="Log out").wait_for()
+
+
+def _simulated_l0(tmp_path: Path) -> tuple[Path, str]:
+    from bricks.simulate import simulate
+    from tests.chains.conftest import small_scene
+
+    obs_id = f"ui{uuid.uuid4().hex[:8]}"
+    l0, _ = simulate(small_scene(obs_id))
+    path = tmp_path / f"{obs_id}_mxt_l0.fits"
+    l0.writeto(path)
+    return path, obs_id
+
+
+def _position_product(stack: Any, run_id: str) -> dict[str, Any]:
+    products = httpx.get(f"{stack.url}/mxt/runs/{run_id}/products", timeout=30).json()["items"]
+    position = next(p for p in products if p["name"] == "position")
+    params = {"bucket": position["bucket"], "key": position["key"]}
+    return httpx.get(f"{stack.url}/function/objects-download", params=params, timeout=30).json()
+
+
+def test_submit_watch_run_complete_live_and_read_position(page, frontend_stack, tmp_path):
+    l0_path, obs_id = _simulated_l0(tmp_path)
+    page.goto("/ui/")
+    page.locator("#feed-status[data-state=on]").wait_for()
+    page.evaluate("window.__sameDocument = true")  # gone if the page ever reloads
+    _log_in(page, frontend_stack.password)
+
+    page.get_by_label("L0 file").set_input_files(str(l0_path))
+    page.locator("#submit-info", has_text=obs_id).wait_for()
+    page.get_by_role("button", name="Submit observation").click()
+    row = page.locator(f'#runs-body tr[data-obs="{obs_id}"]')
+    row.wait_for(timeout=60_000)  # the run appears through the websocket
+    run_id = row.get_attribute("data-run")
+    row.get_by_role("link").click()
+
+    state = page.locator("#run-state .badge")
+    page.wait_for_function(
+        "() => ['succeeded', 'failed', 'cancelled'].includes("
+        "document.querySelector('#run-state .badge')?.dataset.state)",
+        timeout=RUN_TIMEOUT_MS,
+    )
+    reason = page.locator("#run-reason").inner_text()
+    assert state.get_attribute("data-state") == "succeeded", reason
+    assert page.evaluate("window.__sameDocument === true"), "the page reloaded"
+    assert page.evaluate("performance.getEntriesByType('navigation').length") == 1
+    # every DAG node reached its final state live
+    assert page.locator("svg.dag g.node").count() >= 10
+    assert (
+        page.locator("svg.dag g.node.state-succeeded").count()
+        == page.locator("svg.dag g.node").count()
+    )
+
+    image = page.locator("#img-ql_image")
+    image.wait_for()
+    page.wait_for_function(
+        "() => { const i = document.querySelector('#img-ql_image'); return i && i.complete; }"
+    )
+    assert image.evaluate("img => img.naturalWidth") > 0
+
+    page.locator("#position-text").wait_for()
+    shown = page.locator("#position-text").inner_text()
+    truth = _position_product(frontend_stack, run_id)
+    print(f"\nposition shown for {run_id}: {shown}")
+    assert f"RA {truth['ra']:.4f}°" in shown
+    assert f"{truth['dec']:+.4f}°" in shown
+    assert f"± {truth['err90_arcsec']:.1f}″" in shown
+    assert page.locator("button[data-notice=notice_json]").count() == 1
+
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SCREENSHOTS / "run.png"), full_page=True)
+    page.goto("/ui/#/runs")
+    page.locator(f'#runs-body tr[data-run="{run_id}"]').wait_for()
+    page.screenshot(path=str(SCREENSHOTS / "runs.png"))
+
+
+def test_failed_run_shows_its_reason(page, frontend_stack):
+    from tests.chains.conftest import local_store
+
+    obs_id = f"bad{uuid.uuid4().hex[:8]}"
+    key = f"{obs_id}/{obs_id}_mxt_l0.fits"
+    # stored directly (no arrival event): the run is started explicitly below
+    local_store(frontend_stack.data_dir).put("raw", key, b"not a FITS file" * 300)
+    started = httpx.post(
+        f"{frontend_stack.url}/mxt/runs",
+        json={"raw_key": f"raw/{key}", "programme": "ToO"},
+        auth=frontend_stack.auth,
+        timeout=60,
+    )
+    if started.status_code != 201:
+        # refused up front: the reason is in the answer, nothing for the dashboard to show
+        assert started.status_code in (400, 422), started.text
+        pytest.fail(f"the orchestrator refused the run before starting it: {started.text}")
+    run_id = started.json()["run_id"]
+    page.goto(f"/ui/#/runs/{run_id}")
+    page.wait_for_function(
+        "() => document.querySelector('#run-state .badge')?.dataset.state === 'failed'",
+        timeout=RUN_TIMEOUT_MS,
+    )
+    run = httpx.get(f"{frontend_stack.url}/mxt/runs/{run_id}", timeout=30).json()
+    assert run["reason"]
+    banner = page.locator("#run-reason [role=alert]")
+    assert "Failed" in banner.inner_text()
+    assert run["reason"][:60] in banner.inner_text()
+    failed_task = next(t for t in run["tasks"] if t["state"] == "failed")
+    node = page.locator(f'svg.dag g.node[data-brick="{failed_task["brick"]}"]')
+    assert "state-failed" in node.get_attribute("class")
+
+    page.goto("/ui/#/runs?state=failed")
+    row = page.locator(f'#runs-body tr[data-run="{run_id}"]')
+    row.wait_for()
+    assert run["reason"][:60] in row.locator("td.reason").inner_text()
+
+
+def _insert_runs(stack: Any, count: int) -> None:
+    """``count`` finished runs straight into the stack's missiondb, as history would be."""
+    from storage.db.engine import make_engine, transaction
+    from storage.missiondb import RunSpec, create_run
+
+    engine = make_engine(f"sqlite:///{stack.data_dir / 'mxt.db'}")
+    prefix = uuid.uuid4().hex[:6]
+    with transaction(engine) as db:
+        for i in range(count):
+            spec = RunSpec(run_id=f"r-hist-{prefix}-{i:04d}", programme=("ToO", "CP", "GP")[i % 3])
+            create_run(db, spec)
+    engine.dispose()
+
+
+def test_first_load_with_1000_runs_is_one_page(page, frontend_stack):
+    _insert_runs(frontend_stack, 1000)
+    total = httpx.get(f"{frontend_stack.url}/mxt/runs?limit=1000", timeout=60).json()
+    assert len(total["items"]) == 1000
+    page.goto("/ui/#/runs")
+    page.wait_for_function("() => performance.getEntriesByName('mxt-runs-loaded').length > 0")
+    timing = page.evaluate(
+        """() => {
+            const nav = performance.getEntriesByType('navigation')[0];
+            const loaded = performance.getEntriesByName('mxt-runs-loaded')[0];
+            return {domContentLoaded: nav.domContentLoadedEventEnd, runsShown: loaded.startTime};
+        }"""
+    )
+    print(
+        "\ndashboard first load with >= 1000 runs in missiondb:"
+        f" DOMContentLoaded {timing['domContentLoaded']:.0f} ms,"
+        f" first page of runs shown {timing['runsShown']:.0f} ms after navigation start"
+    )
+    assert page.locator("#runs-body tr").count() == 50
+    page.get_by_role("button", name="Load more").click()
+    page.wait_for_function("() => document.querySelectorAll('#runs-body tr').length === 100")
+
+
+def test_unknown_paths_are_json_404(page, frontend_stack):
+    for path in ("/ui/no-such-file.js", "/no/such/service", "/mxt/runs/r-does-not-exist"):
+        response = page.request.get(frontend_stack.url + path)
+        assert response.status == 404, path
+        assert response.headers["content-type"].startswith("application/json"), path
+        assert json.loads(response.text())
+    page.goto("/ui/#/runs/r-does-not-exist")
+    page.locator("[role=alert]", has_text="No run r-does-not-exist").wait_for()
+
+
+def test_browsing_caldb_and_programmes(page, frontend_stack):
+    from gateway.orchestrator.service import seed_programmes
+    from storage.db.engine import make_engine, transaction
+
+    engine = make_engine(f"sqlite:///{frontend_stack.data_dir / 'mxt.db'}")
+    with transaction(engine) as db:
+        seed_programmes(db)  # what the orchestrator does before its first run
+    engine.dispose()
+    page.goto("/ui/#/caldb")
+    page.locator("main table tbody tr").first.wait_for()
+    assert page.locator("main table tbody tr").count() > 3  # the model CALDB
+    link = page.locator("main table tbody tr a").first
+    download = httpx.get(page.url.split("/ui/")[0] + link.get_attribute("href"), timeout=30)
+    assert download.status_code == 200 and download.content[:6] == b"SIMPLE"
+    page.goto("/ui/#/configs")
+    page.get_by_role("heading", name="ToO").wait_for()
+    page.keyboard.press("Tab")  # keyboard users reach the skip link first
+    assert page.evaluate("document.activeElement.className") == "skip"
