@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,6 +13,7 @@ import pytest
 from storage.local import LocalObjectStore
 from storage.objects import ObjectStore
 from storage.s3 import S3ObjectStore
+from tests.conftest import _postgres_schema_url
 
 
 def s3_store(endpoint: str) -> S3ObjectStore:
@@ -35,10 +37,53 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[ObjectStor
     yield backend
 
 
-@pytest.fixture()
-def migrated_url(database_url: str) -> str:
-    """The database of ``database_url``, upgraded to the head migration."""
+@pytest.fixture(scope="session")
+def _sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A SQLite database migrated once per session, copied for each test."""
     from storage.db.engine import upgrade_to_head
 
-    upgrade_to_head(database_url)
-    return database_url
+    path = tmp_path_factory.mktemp("sqlite-template") / "template.db"
+    upgrade_to_head(f"sqlite:///{path}")  # disposes its engine: the WAL is checkpointed
+    return path
+
+
+@pytest.fixture(scope="session")
+def _postgres_migrated() -> Iterator[str]:
+    """A PostgreSQL schema migrated once per session, emptied before each test."""
+    from storage.db.engine import upgrade_to_head
+
+    urls = _postgres_schema_url()
+    url = next(urls)
+    upgrade_to_head(url)
+    yield url
+    next(urls, None)
+
+
+def _empty_tables(url: str) -> None:
+    import sqlalchemy as sa
+
+    from storage.db.base import Base
+
+    engine = sa.create_engine(url)
+    try:
+        with engine.begin() as connection:
+            names = ", ".join(f'"{t.name}"' for t in Base.metadata.sorted_tables)
+            connection.execute(sa.text(f"TRUNCATE {names} RESTART IDENTITY CASCADE"))
+    finally:
+        engine.dispose()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def migrated_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """An empty database at the head migration, on SQLite and on PostgreSQL.
+
+    Migrating once per session and copying (SQLite) or emptying (PostgreSQL) keeps
+    the suite fast; ``test_migrations.py`` migrates fresh databases itself.
+    """
+    if request.param == "sqlite":
+        path = tmp_path / "mxt.db"
+        shutil.copyfile(request.getfixturevalue("_sqlite_template"), path)
+        return f"sqlite:///{path}"
+    url = request.getfixturevalue("_postgres_migrated")
+    _empty_tables(url)
+    return url

@@ -39,6 +39,7 @@ def stack(migrated_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
     monkeypatch.setenv("MXT_DATA_DIR", str(tmp_path / "data"))
     monkeypatch.setenv("MXT_DATABASE_URL", migrated_url)
     monkeypatch.setenv("MXT_OBJECT_STORE", "local")
+    monkeypatch.setenv("MXT_AUTO_MIGRATE", "false")  # migrated_url is at head already
     monkeypatch.delenv("MXT_NATS_URL", raising=False)
     monkeypatch.delenv("MXT_PUBLISH_STORAGE_EVENTS", raising=False)
     _clear_caches()
