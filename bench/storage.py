@@ -22,7 +22,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -34,9 +33,6 @@ from storage.local import LocalObjectStore  # noqa: E402
 from storage.objects import ObjectStore  # noqa: E402
 from storage.s3 import S3ObjectStore  # noqa: E402
 
-POSTGRES_URL = os.environ.get(
-    "MXT_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
-)
 MB = 1024 * 1024
 
 
@@ -84,19 +80,9 @@ def moto_endpoint() -> Iterator[str]:
 @contextlib.contextmanager
 def postgres_schema() -> Iterator[str]:
     """A fresh schema in the PostgreSQL test database, dropped afterwards."""
-    import sqlalchemy as sa
+    from tests.conftest import _postgres_schema_url
 
-    schema = f"bench_{uuid.uuid4().hex[:10]}"
-    admin = sa.create_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
-    url = sa.engine.make_url(POSTGRES_URL).update_query_dict({"options": f"-csearch_path={schema}"})
-    try:
-        yield url.render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
+    yield from _postgres_schema_url()
 
 
 # -- objects --------------------------------------------------------------------------

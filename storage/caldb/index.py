@@ -192,38 +192,33 @@ def ingest(
     existing = session.scalars(
         sa.select(CalibrationDataset).where(CalibrationDataset.key == key)
     ).all()
-    if existing:
-        if existing[0].sha256 != sha256:
-            raise Conflict(f"CALDB file {key} exists with other content; use a new file name")
-        return IngestResult(
-            key=key,
-            sha256=sha256,
-            size=len(data),
-            created=False,
-            datasets=[DatasetRecord.model_validate(row) for row in existing],
-        )
-    store.put(CALDB_BUCKET, key, data, content_type="application/fits")
-    now = utcnow()
-    rows = [
-        CalibrationDataset(
-            **fields,
-            caldb_version=options.caldb_version,
-            ingested_at=now,
-            quality=options.quality,
-            bucket=CALDB_BUCKET,
-            key=key,
-            sha256=sha256,
-            size=len(data),
-        )
-        for fields in extensions
-    ]
-    session.add_all(rows)
-    session.flush()
+    created = not existing
+    if existing and existing[0].sha256 != sha256:
+        raise Conflict(f"CALDB file {key} exists with other content; use a new file name")
+    rows = list(existing)
+    if created:
+        store.put(CALDB_BUCKET, key, data, content_type="application/fits")
+        now = utcnow()
+        rows = [
+            CalibrationDataset(
+                **fields,
+                caldb_version=options.caldb_version,
+                ingested_at=now,
+                quality=options.quality,
+                bucket=CALDB_BUCKET,
+                key=key,
+                sha256=sha256,
+                size=len(data),
+            )
+            for fields in extensions
+        ]
+        session.add_all(rows)
+        session.flush()
     return IngestResult(
         key=key,
         sha256=sha256,
         size=len(data),
-        created=True,
+        created=created,
         datasets=[DatasetRecord.model_validate(row) for row in rows],
     )
 

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 
 from storage.local import LocalObjectStore
 from storage.objects import ObjectStore
@@ -87,3 +88,13 @@ def migrated_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     url = request.getfixturevalue("_postgres_migrated")
     _empty_tables(url)
     return url
+
+
+@pytest.fixture()
+def engine(migrated_url: str) -> Iterator[sa.Engine]:
+    """An engine on the migrated database, disposed after the test."""
+    from storage.db.engine import make_engine
+
+    engine = make_engine(migrated_url)
+    yield engine
+    engine.dispose()

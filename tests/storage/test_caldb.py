@@ -10,17 +10,10 @@ from bricks.errors import BadInput, Conflict, NotFound, Unprocessable
 from storage import caldb
 from storage.caldb.boundaries import parse_boundary, parse_requirement, satisfies
 from storage.db.base import utcnow
-from storage.db.engine import make_engine, transaction
+from storage.db.engine import transaction
 from storage.local import LocalObjectStore
 
 from .caldb_files import caldb_file
-
-
-@pytest.fixture()
-def engine(migrated_url):
-    engine = make_engine(migrated_url)
-    yield engine
-    engine.dispose()
 
 
 @pytest.fixture()

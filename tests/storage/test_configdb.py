@@ -7,20 +7,13 @@ from pydantic import ValidationError
 
 from bricks.errors import BadInput, Conflict, NotFound
 from storage import configdb
-from storage.db.engine import make_engine, transaction
+from storage.db.engine import transaction
 
 TOO_DAG = [
     {"brick": "ingest", "needs": [], "params": {}},
     {"brick": "calibrate", "needs": ["ingest"], "params": {"split_threshold_ev": 60}},
     {"brick": "detect", "needs": ["calibrate"], "params": {"snr_min": 5.0}},
 ]
-
-
-@pytest.fixture()
-def engine(migrated_url):
-    engine = make_engine(migrated_url)
-    yield engine
-    engine.dispose()
 
 
 def spec(**overrides):

@@ -10,17 +10,10 @@ from pydantic import ValidationError
 
 from bricks.errors import BadInput, Conflict, NotFound
 from storage import missiondb as mdb
-from storage.db.engine import make_engine, transaction
+from storage.db.engine import transaction
 
 SHA = "a" * 64
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
-
-
-@pytest.fixture()
-def engine(migrated_url):
-    engine = make_engine(migrated_url)
-    yield engine
-    engine.dispose()
 
 
 def observation(**overrides):
