@@ -134,7 +134,10 @@ def counts_bins(
     """Bins of at least ``min_counts`` source counts, each inside one GTI.
 
     A GTI's trailing remainder joins its last full bin; a GTI with fewer than
-    ``min_counts`` counts is one bin.
+    ``min_counts`` counts is one bin. Events of one frame share their TIME and are never
+    split between bins: a bin that would open inside a frame opens after it (so the
+    bin before it gains the frame's events, the one after may hold fewer than
+    ``min_counts``, and a frame with more than ``min_counts`` events is one bin).
     """
     gti_start, gti_stop = intervals[:, 0], intervals[:, 1]
     gti_index = np.searchsorted(gti_start, src_times, side="right") - 1
@@ -148,10 +151,17 @@ def counts_bins(
     local = np.arange(bin_gti.size) - first_bin[bin_gti]
     opening_event = first_event[bin_gti] + local * min_counts
     if times.size:
-        opening_time = times[np.clip(opening_event, 0, times.size - 1)]
+        frame_time = times[np.clip(opening_event, 0, times.size - 1)]
+        after = np.searchsorted(times, frame_time, side="right")
+        opening_time = np.where(
+            after < times.size, times[np.minimum(after, times.size - 1)], np.inf
+        )
     else:
         opening_time = gti_start[bin_gti]
     start = np.where(local == 0, gti_start[bin_gti], opening_time)
+    previous = np.concatenate([[-np.inf], start[:-1]])
+    keep = (local == 0) | ((start < gti_stop[bin_gti]) & (start > previous))
+    start, bin_gti = start[keep], bin_gti[keep]
     last_of_gti = np.append(bin_gti[1:] != bin_gti[:-1], True)
     stop = np.where(last_of_gti, gti_stop[bin_gti], np.append(start[1:], 0.0))
     src = _count_in_bins(times, start, stop)

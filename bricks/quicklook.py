@@ -33,11 +33,14 @@ class QuicklookConfig(BrickConfig):
         Half width of the sky cut-out about the source (or the pointing), sky pixels.
     spectrum_min_counts
         Source counts per plotted spectral bin (display grouping only).
+    max_points
+        Most points drawn per curve; more bins are merged for display only.
     """
 
     dpi: int = Field(80, ge=30, le=300)
     image_half_width_pix: int = Field(128, ge=16, le=256)
     spectrum_min_counts: int = Field(20, ge=1, le=10_000)
+    max_points: int = Field(150, ge=10, le=5000)
 
 
 def _figure(plt: Any) -> Any:
@@ -134,6 +137,32 @@ def image_png(
     return _png(fig, config.dpi)
 
 
+def _display_points(
+    rate: fits.FITS_rec, t0: float, max_points: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Light curve bins merged in runs so that at most ``max_points`` are drawn.
+
+    Returns time since ``t0`` (exposure-weighted), rate, error and half width, s and
+    count/s; merging only thins the picture, the product keeps every bin.
+    """
+    n = len(rate)
+    if n == 0:
+        empty = np.empty(0)
+        return empty, empty, empty, empty
+    group = np.arange(n) // max(1, -(-n // max_points))
+    exposure = np.asarray(rate["EXPOSURE"], dtype=np.float64)
+    weight = np.bincount(group, exposure)
+    weight = np.where(weight > 0, weight, 1.0)
+    start = np.asarray(rate["TIME"] - rate["TIMEDEL"] / 2.0 - t0, dtype=np.float64)
+    stop = np.asarray(rate["TIME"] + rate["TIMEDEL"] / 2.0 - t0, dtype=np.float64)
+    lo = np.minimum.reduceat(start, np.flatnonzero(np.diff(group, prepend=-1)))
+    hi = np.maximum.reduceat(stop, np.flatnonzero(np.diff(group, prepend=-1)))
+    centre = np.bincount(group, (start + stop) / 2.0 * exposure) / weight
+    value = np.bincount(group, rate["RATE"] * exposure) / weight
+    error = np.sqrt(np.bincount(group, (rate["ERROR"] * exposure) ** 2)) / weight
+    return centre, value, error, (hi - lo) / 2.0
+
+
 def lightcurve_png(
     lightcurve: fits.HDUList, fit: Mapping[str, Any], config: QuicklookConfig
 ) -> bytes:
@@ -146,18 +175,18 @@ def lightcurve_png(
 
     fig = _figure(plt)
     ax = fig.add_subplot()
-    rate = lightcurve["RATE"].data
     t0 = float(fit.get("t0") or 0.0)
-    since = rate["TIME"] - t0 if len(rate) else np.empty(0)
-    shown = (since > 0) & (rate["RATE"] > 0) if len(rate) else np.empty(0, dtype=bool)
+    since, rate, error, half_width = _display_points(lightcurve["RATE"].data, t0, config.max_points)
+    shown = (since > 0) & (rate > 0)
     if not np.any(shown):
         _message(ax, f"no light curve ({lightcurve['RATE'].header.get('LC_STAT', 'empty')})")
         return _png(fig, config.dpi)
+    since, rate, error, half_width = since[shown], rate[shown], error[shown], half_width[shown]
     ax.errorbar(
-        since[shown],
-        rate["RATE"][shown],
-        xerr=rate["TIMEDEL"][shown] / 2.0,
-        yerr=np.minimum(rate["ERROR"][shown], 0.999 * rate["RATE"][shown]),
+        since,
+        rate,
+        xerr=half_width,
+        yerr=np.minimum(error, 0.999 * rate),
         fmt="o",
         ms=3,
         color="black",
@@ -165,7 +194,7 @@ def lightcurve_png(
         label="MXT 0.2-10 keV",
     )
     if fit.get("alpha") is not None:
-        grid = np.geomspace(since[shown].min() * 0.8, since[shown].max() * 1.2, 100)
+        grid = np.geomspace(since.min() * 0.8, since.max() * 1.2, 100)
         err = fit.get("alpha_err")
         label = f"alpha = {fit['alpha']:.2f}" + (f" +/- {err:.2f}" if err else "")
         ax.plot(grid, fit["norm"] * grid ** -fit["alpha"], color="crimson", label=label)
@@ -174,11 +203,11 @@ def lightcurve_png(
     ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     ax.set_xlabel(f"time since T0 = {t0:.1f} (s)")
     ax.set_ylabel("rate (count/s, PSF and vignetting corrected)")
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="upper right")
     return _png(fig, config.dpi)
 
 
-def _group_channels(counts: np.ndarray, min_counts: int) -> np.ndarray:
+def _group_channels(counts: np.ndarray, min_counts: float) -> np.ndarray:
     """Group index of each channel: consecutive channels until ``min_counts`` accrue."""
     before = np.concatenate([[0.0], np.cumsum(counts)[:-1]])
     # A bright channel can jump several multiples at once: renumber without gaps.
@@ -213,7 +242,8 @@ def spectrum_png(
     response = response_from_files(arf, rmf)
     bkg_counts = np.asarray(bkg.data["COUNTS"], dtype=np.float64)
     channels = np.flatnonzero(good)
-    group = _group_channels(counts[channels], config.spectrum_min_counts)
+    per_group = max(config.spectrum_min_counts, counts[channels].sum() / config.max_points)
+    group = _group_channels(counts[channels], per_group)
     width = np.bincount(group, response.e_max[channels] - response.e_min[channels])
     energy = np.bincount(group, 0.5 * (response.e_max + response.e_min)[channels]) / np.bincount(
         group
@@ -247,7 +277,7 @@ def spectrum_png(
     ax.set_yscale("log")
     ax.set_xlabel("energy (keV)")
     ax.set_ylabel("count/s/keV")
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="lower left")
     return _png(fig, config.dpi)
 
 

@@ -232,3 +232,24 @@ def test_inputs_are_not_modified(bright):
     _run(l2, position)
     assert position == kept
     assert_unchanged(l2, before)
+
+
+def test_counts_bins_never_split_a_frame():
+    """Events of one 0.1 s frame share their TIME: no zero-width bins, no split frames."""
+    scene = Scene(source_counts=30000, seed=12)
+    l2, truth = make_l2(scene)
+    events = l2["EVENTS"].data.copy()
+    events["TIME"] = scene.tstart + (np.floor((events["TIME"] - scene.tstart) / 0.1) + 0.5) * 0.1
+    framed = fits.HDUList(
+        [l2[0], fits.BinTableHDU(events, l2["EVENTS"].header, name="EVENTS"), l2["GTI"]]
+    )
+    rate = _run(framed, position_of(truth), min_counts=3)["lightcurve"]["RATE"].data
+    assert np.all(rate["TIMEDEL"] > 0)
+    start = rate["TIME"] - rate["TIMEDEL"] / 2
+    radius_pix = 11.0296 * 60.0 / 13.4520
+    inside = np.hypot(events["X"] - truth["x"], events["Y"] - truth["y"]) <= radius_pix * 0.99
+    times = events["TIME"][inside]
+    bin_of_event = np.searchsorted(start, times, side="right") - 1
+    for t in np.unique(times[:2000]):
+        assert len(np.unique(bin_of_event[times == t])) == 1
+    assert np.median(rate["COUNTS"]) >= 3
