@@ -52,8 +52,10 @@ def write_stack(path: Path, names: list[str]) -> Path:
     return path
 
 
-async def load(url: str, total: int, concurrency: int, max_seconds: float) -> tuple[float, int]:
-    """POST ``total`` requests with ``concurrency`` in flight; (requests/s, errors)."""
+async def load(
+    url: str, total: int, concurrency: int, max_seconds: float
+) -> tuple[float, int, int]:
+    """POST up to ``total`` requests, ``concurrency`` in flight; (requests/s, errors, sent)."""
     done = errors = 0
     deadline = time.monotonic() + max_seconds
     connector = aiohttp.TCPConnector(limit=concurrency)
@@ -69,7 +71,7 @@ async def load(url: str, total: int, concurrency: int, max_seconds: float) -> tu
 
         started = time.monotonic()
         await asyncio.gather(*(user() for _ in range(concurrency)))
-        return done / (time.monotonic() - started), errors
+        return done / (time.monotonic() - started), errors, done
 
 
 async def latencies(url: str, count: int) -> list[float]:
@@ -97,6 +99,30 @@ def replica_url(stack: EmbeddedStack, name: str) -> str:
         if "gateway.runtime" in cmd and cmd[cmd.index("--name") + 1] == name:
             return f"http://127.0.0.1:{cmd[cmd.index('--port') + 1]}/"
     raise LookupError(name)
+
+
+class CpuMeter:
+    """CPU seconds (user + system) used by processes over a ``with`` block.
+
+    Unlike requests/s, CPU per request barely depends on what else the machine runs.
+    """
+
+    def __init__(self, *processes: psutil.Process) -> None:
+        self.processes = processes
+
+    def _now(self) -> list[float]:
+        return [sum(p.cpu_times()[:2]) for p in self.processes]
+
+    def __enter__(self) -> CpuMeter:
+        self.start = self._now()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.used = [b - a for a, b in zip(self.start, self._now(), strict=True)]
+
+    def per(self, count: int) -> list[float]:
+        """Microseconds of CPU per item, for each process."""
+        return [1e6 * used / count for used in self.used]
 
 
 def rss_mb(pid: int) -> float:
@@ -177,13 +203,21 @@ async def main() -> None:
                 if "gateway.runtime" in p.cmdline()
             )
             function_rss = rss_mb(function_pid)
+            gateway, function = psutil.Process(stack.process.pid), psutil.Process(function_pid)
             await load(gateway_url, 2000, 32, 5)  # warm up both paths
             await load(direct_url, 2000, 32, 5)
-            via, via_errors = await load(gateway_url, args.requests, 32, args.seconds)
-            direct, direct_errors = await load(direct_url, args.requests, 32, args.seconds)
+            with CpuMeter(gateway, function) as via_cpu:
+                via, via_errors, via_count = await load(
+                    gateway_url, args.requests, 32, args.seconds
+                )
+            with CpuMeter(gateway, function) as direct_cpu:
+                direct, direct_errors, direct_count = await load(
+                    direct_url, args.requests, 32, args.seconds
+                )
             lat_via = await latencies(gateway_url, 2000)
             lat_direct = await latencies(direct_url, 2000)
-            async_rate, lost = await async_end_to_end(stack, args.async_calls)
+            with CpuMeter(gateway, function) as async_cpu:
+                async_rate, lost = await async_end_to_end(stack, args.async_calls)
         finally:
             stack.stop()
         eager = startup(root / "eager", [f"fn-{i}" for i in range(40)], lazy=False)
@@ -202,6 +236,22 @@ async def main() -> None:
     )
     print(f"added latency p50 / p99    {p50:8.2f} / {p99:.2f} ms")
     print(f"async end to end           {async_rate:8.0f} calls/s  ({lost} lost)")
+    via_gateway, via_function = via_cpu.per(via_count)
+    direct_gateway, direct_function = direct_cpu.per(direct_count)
+    print(
+        f"CPU per sync call          gateway {via_gateway:.0f} us, function {via_function:.0f} us"
+    )
+    print(
+        f"CPU per direct call        gateway {direct_gateway:.0f} us (capturing the function's "
+        f"log line), function {direct_function:.0f} us"
+    )
+    async_gateway, async_function = async_cpu.per(args.async_calls)
+    print(
+        f"CPU per async call         stack {async_gateway:.0f} us, function {async_function:.0f} us"
+    )
+    print(
+        f"machine load average       {psutil.getloadavg()[0]:8.1f} (2 cores: > 2 slows all rates)"
+    )
     print(f"idle RSS gateway           {gateway_rss:8.1f} MB (gateway + worker + connector)")
     print(f"idle RSS function          {function_rss:8.1f} MB")
     print(f"mxt up, 1 function         healthy {one[0]:.2f} s, ready {one[1]:.2f} s")
