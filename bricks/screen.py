@@ -32,7 +32,8 @@ from bricks.wcs import radec_to_standard
 
 VERSION = "1.0.0"
 CALDB = ("SELECT",)
-DEADC = 1.0  # frame-store pnCCD: no dead time in this model
+DEADC = 1.0
+CHUNK_EVENTS = 1 << 20  # frame-store pnCCD: no dead time in this model
 
 
 class ScreenConfig(BrickConfig):
@@ -91,11 +92,13 @@ def merge_intervals(intervals: np.ndarray) -> np.ndarray:
 
 def in_intervals(time: np.ndarray, intervals: np.ndarray) -> np.ndarray:
     """True where ``time`` falls inside one of the sorted, disjoint ``intervals`` [start, stop)."""
-    if len(intervals) == 0:
-        return np.zeros(time.shape, dtype=bool)
-    index = np.searchsorted(intervals[:, 0], time, side="right") - 1
-    safe = np.clip(index, 0, None)
-    return (index >= 0) & (time < intervals[safe, 1])
+    edges = np.asarray(intervals, dtype=np.float64).ravel()  # start0, stop0, start1, …
+    inside = np.empty(time.shape, dtype=bool)
+    for start in range(0, time.size, CHUNK_EVENTS):
+        part = slice(start, start + CHUNK_EVENTS)
+        # after an odd number of edges a time is inside an interval
+        inside[part] = np.searchsorted(edges, time[part], side="right") % 2 == 1
+    return inside
 
 
 # --------------------------------------------------------------------- GTI criteria
@@ -198,7 +201,7 @@ def event_mask(data: fits.FITS_rec, selection: Selection) -> np.ndarray:
 def screen_events(
     l1: fits.HDUList, selection: Selection, config: ScreenConfig
 ) -> tuple[np.ndarray, np.ndarray, int]:
-    """Indices of the events kept, the final GTIs (n, 2) and the number of flare bins cut."""
+    """Mask of the events kept, the final GTIs (n, 2) and the number of flare bins cut."""
     data = l1["EVENTS"].data
     time = np.asarray(data["TIME"], dtype=np.float64)
     gti = good_time_intervals(l1, selection)
@@ -210,11 +213,12 @@ def screen_events(
         if n_flares:
             gti = subtract_intervals(gti, flares)
             good &= in_intervals(time, gti)
-    return np.flatnonzero(good), gti, n_flares
+    return good, gti, n_flares
 
 
 def select_rows(table: fits.BinTableHDU, rows: np.ndarray) -> fits.BinTableHDU:
-    """A new table of the rows at indices ``rows``, with every column attribute and keyword.
+    """A new table of the rows selected by ``rows`` (a mask or indices), with every column
+    attribute and keyword.
 
     Each row is copied as one opaque item: a plain memory copy, one output-sized buffer
     (fancy indexing the FITS_rec copies field by field and holds two), which matters
