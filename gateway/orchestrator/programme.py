@@ -96,6 +96,8 @@ class TaskNode:
         The brick's parameters.
     caldb
         CALDB codenames the brick needs.
+    required
+        The inputs the brick cannot run without (its non-optional inputs).
     """
 
     brick: str
@@ -103,6 +105,7 @@ class TaskNode:
     inputs: dict[str, str]
     params: dict[str, Any]
     caldb: tuple[str, ...]
+    required: tuple[str, ...] = ()
 
     @property
     def function(self) -> str:
@@ -158,7 +161,9 @@ def build_dag(spec: ConfigSpec, describe: Callable[[str], BrickIO] = brick_io) -
         io = ios[node.brick]
         inputs = _resolve_inputs(where, node.brick, io, producer, _ancestors(node.brick, needs))
         _check_params(where, node.brick, node.params)
-        nodes[node.brick] = TaskNode(node.brick, needs[node.brick], inputs, node.params, io.caldb)
+        nodes[node.brick] = TaskNode(
+            node.brick, needs[node.brick], inputs, node.params, io.caldb, io.inputs
+        )
     return Dag(spec.programme, parameters, nodes, _topological_order(needs))
 
 

@@ -37,6 +37,7 @@ from gateway.orchestrator.caldb import resolve_caldb
 from gateway.orchestrator.dispatch import GatewayClient, parse_call_id, task_call_id
 from gateway.orchestrator.programme import (
     RAW_PRODUCER,
+    RAW_PRODUCT,
     Dag,
     build_dag,
     builtin_programme_files,
@@ -238,22 +239,56 @@ class Orchestrator:
         dispatch was lost (the completion that made it ready is redelivered and comes
         back here).
         """
-        with st.session() as db:
-            run = missiondb.get_run(db, run_id)
-            tasks = {t.brick: t for t in missiondb.run_tasks(db, run_id)}
-        if run.state != "running":
-            return
-        done = {brick for brick, t in tasks.items() if t.state == "succeeded"}
-        for brick in dag.order:
-            task = tasks[brick]
-            if (
-                task.state not in ("pending", "dispatched")
-                or not set(dag.nodes[brick].needs) <= done
-            ):
-                continue
-            if task.state == "pending" and not _claim(task.task_id, run_id, brick):
-                continue
-            await self._dispatch(run_id, dag, brick, max(task.attempts, 1))
+        while True:
+            with st.session() as db:
+                run = missiondb.get_run(db, run_id)
+                tasks = {t.brick: t for t in missiondb.run_tasks(db, run_id)}
+                available = set(_outputs(db, run_id)) | {RAW_PRODUCT}
+            if run.state != "running":
+                return
+            finished = {b for b, t in tasks.items() if t.state in ("succeeded", "skipped")}
+            ready = [
+                brick
+                for brick in dag.order
+                if tasks[brick].state in ("pending", "dispatched")
+                and set(dag.nodes[brick].needs) <= finished
+            ]
+            skipped = [b for b in ready if not set(dag.nodes[b].required) <= available]
+            for brick in skipped:
+                await self._skip(run_id, tasks[brick], dag.nodes[brick].required, available)
+            for brick in ready:
+                task = tasks[brick]
+                if brick in skipped:
+                    continue
+                if task.state == "pending" and not _claim(task.task_id, run_id, brick):
+                    continue
+                await self._dispatch(run_id, dag, brick, max(task.attempts, 1))
+            if not skipped:
+                return
+
+    async def _skip(
+        self, run_id: str, task: Any, required: tuple[str, ...], available: set[str]
+    ) -> None:
+        """Skip a brick whose inputs an upstream brick did not make (it found no work)."""
+        missing = sorted(set(required) - available)
+        reason = f"skipped: no {', '.join(missing)} (an upstream brick found no work)"
+        with _transaction() as db:
+            won = missiondb.transition_task(
+                db, task.task_id, ["pending", "dispatched"], "skipped", error=reason
+            )
+        if won:
+            log.info(
+                "brick %s %s", task.brick, reason, extra={"run_id": run_id, "task_id": task.task_id}
+            )
+            await self.events.publish(
+                TaskStateChanged(
+                    run_id=run_id,
+                    task=task.brick,
+                    state="skipped",
+                    attempt=task.attempts,
+                    reason=reason,
+                )
+            )
 
     async def _dispatch(self, run_id: str, dag: Dag, brick: str, attempt: int) -> None:
         node = dag.nodes[brick]
@@ -422,7 +457,7 @@ class Orchestrator:
             states = {t.state for t in missiondb.run_tasks(db, run_id)}
             if not states <= set(st.TERMINAL_TASK_STATES):
                 return
-            outcome = "succeeded" if states == {"succeeded"} else "failed"
+            outcome = "succeeded" if states <= {"succeeded", "skipped"} else "failed"
             won = missiondb.transition_run(
                 db,
                 run_id,

@@ -14,8 +14,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
 import httpx
+import pytest
 import yaml
 from astropy.io import fits
 
@@ -127,6 +127,12 @@ class RunsClient:
             f"{self.url}/mxt/runs", json={"raw_key": raw_ref, **fields}, auth=self.stack.auth
         )
 
+    def started(self, raw_ref: str, **fields: Any) -> dict[str, Any]:
+        """Start a run and return it (201 expected, the answer shown otherwise)."""
+        response = self.start(raw_ref, **fields)
+        assert response.status_code == 201, response.text
+        return response.json()
+
     def run(self, run_id: str) -> dict[str, Any]:
         response = self.http.get(f"{self.url}/mxt/runs/{run_id}")
         response.raise_for_status()
@@ -181,3 +187,42 @@ def chain_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedSt
 @pytest.fixture()
 def runs(chain_stack: EmbeddedStack) -> RunsClient:
     return RunsClient(chain_stack)
+
+
+#: a fixed alert time, so that notices from the chain and from the reference are equal
+ALERT_DATETIME = "2026-02-25T12:30:00"
+
+
+def reference_digests(l0: fits.HDUList, programme: str) -> dict[str, str]:
+    """Content digests of the in-process pipeline's products for ``programme``'s parameters."""
+    from bricks.calibration import model_calibrations
+    from bricks.pipeline import content_digest, declared_products, run_bricks, serialise_product
+    from bricks.registry import get_brick
+    from gateway.orchestrator.programme import builtin_programme_files
+    from storage.configdb import load_yaml_specs
+
+    spec = next(s for s in load_yaml_specs(builtin_programme_files()) if s.programme == programme)
+    bricks = [get_brick(node.brick) for node in spec.dag]
+    config = {node.brick: dict(node.params) for node in spec.dag}
+    if "notice" in config:
+        config["notice"]["alert_datetime"] = ALERT_DATETIME
+    products = run_bricks(bricks, {"l0": l0}, model_calibrations(), config)
+    declared = declared_products(bricks)
+    return {
+        name: content_digest(declared[name], serialise_product(declared[name], value))
+        for name, value in products.items()
+        if name in declared
+    }
+
+
+def stored_digests(stack: EmbeddedStack, products: list[dict[str, Any]]) -> dict[str, str]:
+    """Content digests of a run's registered products, read back from the object store."""
+    from bricks.pipeline import content_digest, declared_products
+    from bricks.registry import all_bricks
+
+    declared = declared_products(all_bricks())
+    store = local_store(stack.data_dir)
+    return {
+        p["name"]: content_digest(declared[p["name"]], store.get(p["bucket"], p["key"]))
+        for p in products
+    }
