@@ -141,6 +141,13 @@ def run_one(path: Path) -> dict:
         if event.stage == "done":
             seconds[event.brick] = event.seconds
 
+    # Import every brick (and matplotlib, which quicklook imports on first use) before
+    # timing: a warm function pays neither; the figures are the bricks' own work.
+    from bricks.registry import all_bricks
+
+    all_bricks()
+    import matplotlib.pyplot  # noqa: F401
+
     with fits.open(path, memmap=True) as l0:
         rows["l0"] = len(l0["EVENTS"].data)
         started = time.perf_counter()
