@@ -44,6 +44,7 @@ from bricks.calibration import (
 )
 from bricks.errors import Unprocessable
 from bricks.l0 import DETECTOR_TLMAX, DETECTOR_TLMIN, RAW_MAX, RAW_MIN, validate_l0
+from bricks.tables import ColumnSpec, table_hdu
 
 VERSION = "1.0.0"
 CALDB = ("BADPIX", "PEDESTAL", "GAIN", "CTI", "GRADES")
@@ -195,18 +196,18 @@ def _events_hdu(
 ) -> fits.BinTableHDU:
     data = events.data
     columns = [
-        fits.Column(name="TIME", format="1D", unit="s", array=data["TIME"]),
-        fits.Column(name="FRAME", format="1J", array=data["FRAME"]),
-        fits.Column(name="RAWX", format="1I", unit="pixel", array=data["RAWX"]),
-        fits.Column(name="RAWY", format="1I", unit="pixel", array=data["RAWY"]),
-        fits.Column(name="PHAS", format="9I", unit="adu", array=data["PHAS"]),
-        fits.Column(name="PHA", format="1J", unit="adu", array=calibrated["PHA"]),
-        fits.Column(name="PI", format="1J", unit="chan", array=calibrated["PI"]),
-        fits.Column(name="ENERGY", format="1E", unit="eV", array=calibrated["ENERGY"]),
-        fits.Column(name="PATTERN", format="1I", array=calibrated["PATTERN"]),
-        fits.Column(name="STATUS", format="1I", array=calibrated["STATUS"]),
+        ColumnSpec("TIME", "1D", "s", data["TIME"]),
+        ColumnSpec("FRAME", "1J", None, data["FRAME"]),
+        ColumnSpec("RAWX", "1I", "pixel", data["RAWX"]),
+        ColumnSpec("RAWY", "1I", "pixel", data["RAWY"]),
+        ColumnSpec("PHAS", "9I", "adu", data["PHAS"]),
+        ColumnSpec("PHA", "1J", "adu", calibrated["PHA"]),
+        ColumnSpec("PI", "1J", "chan", calibrated["PI"]),
+        ColumnSpec("ENERGY", "1E", "eV", calibrated["ENERGY"]),
+        ColumnSpec("PATTERN", "1I", None, calibrated["PATTERN"]),
+        ColumnSpec("STATUS", "1I", None, calibrated["STATUS"]),
     ]
-    hdu = fits.BinTableHDU.from_columns(columns, name="EVENTS")
+    hdu = table_hdu(columns, len(data), "EVENTS")
     copy_header_keywords(events.header, hdu.header)
     # the observation keywords (pointing, object, trigger) travel with the events from here on
     copy_header_keywords(primary, hdu.header)

@@ -28,6 +28,7 @@ from bricks.base import Brick, BrickConfig, Product
 from bricks.calibrate import primary_with_creator
 from bricks.calibration import Selection, require_calibration
 from bricks.ogip import gti_hdu
+from bricks.tables import select_rows
 from bricks.wcs import radec_to_standard
 
 VERSION = "1.0.0"
@@ -214,27 +215,6 @@ def screen_events(
             gti = subtract_intervals(gti, flares)
             good &= in_intervals(time, gti)
     return good, gti, n_flares
-
-
-def select_rows(table: fits.BinTableHDU, rows: np.ndarray) -> fits.BinTableHDU:
-    """A new table of the rows selected by ``rows`` (a mask or indices), with every column
-    attribute and keyword.
-
-    Each row is copied as one opaque item: a plain memory copy, one output-sized buffer
-    (fancy indexing the FITS_rec copies field by field and holds two), which matters
-    at 10⁷ events.
-    """
-    raw = table.data.view(np.ndarray)
-    picked = raw.view(np.dtype((np.void, raw.dtype.itemsize)))[rows].view(raw.dtype)
-    data = picked.view(fits.FITS_rec)
-    for new, old in zip(data.columns, table.columns, strict=True):
-        new.unit = old.unit
-    hdu = fits.BinTableHDU(data=data, header=table.header.copy(), name=table.name)
-    # the column WCS keywords (TCTYPn…) are column attributes astropy drops: put them back
-    for card in table.header.cards:
-        if card.keyword not in hdu.header:
-            hdu.header[card.keyword] = (card.value, card.comment)
-    return hdu
 
 
 def _exposure_cards(gti: np.ndarray) -> dict[str, tuple[float, str]]:
