@@ -66,6 +66,10 @@ class Replica:
         self.process: asyncio.subprocess.Process | None = None
         self.ready = False
         self.restarts = 0
+        # why the last run ended before the replica became ready (a broken handler)
+        self.failure: str | None = None
+        self._last_line = ""
+        self._became_ready = False
         self.stopping = False
         self.task: asyncio.Task[None] | None = None
 
@@ -78,11 +82,16 @@ class Replica:
         backoff = BACKOFF_FIRST
         while not self.stopping:
             started = time.monotonic()
+            was_ready = False
             try:
-                await self._run_once()
-            except Exception:  # noqa: BLE001 - a spawn failure is retried like a crash
+                was_ready = await self._run_once()
+            except Exception as exc:  # noqa: BLE001 - a spawn failure is retried like a crash
                 log.exception("replica %s failed to start", self.instance)
+                self._last_line = f"cannot start the process: {exc}"
             self._set_ready(False)
+            if not was_ready and not self.stopping:
+                self.failure = self._last_line or "the process exited before it was healthy"
+                self.deployment.replica_changed()
             if self.stopping:
                 return
             if time.monotonic() - started > BACKOFF_RESET:
@@ -94,7 +103,8 @@ class Replica:
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, BACKOFF_MAX)
 
-    async def _run_once(self) -> None:
+    async def _run_once(self) -> bool:
+        """Run the process until it exits; whether it was ever ready."""
         spec = self.deployment.spec
         self.process = await asyncio.create_subprocess_exec(
             *self.deployment.command(self.port),
@@ -110,12 +120,14 @@ class Replica:
             asyncio.create_task(self._pump(self.process.stdout)),
             asyncio.create_task(self._pump(self.process.stderr)),
         ]
+        self._became_ready = False
         watch = asyncio.create_task(self._watch_health())
         try:
             await self.process.wait()
         finally:
             watch.cancel()
             await asyncio.gather(*pumps, watch, return_exceptions=True)
+        return self._became_ready
 
     async def _pump(self, stream: asyncio.StreamReader | None) -> None:
         if stream is None:
@@ -127,7 +139,10 @@ class Replica:
                 line = await stream.read(65536)
             if not line:
                 return
-            self.deployment.book.add(self.instance, line.decode("utf-8", "replace").rstrip())
+            text = line.decode("utf-8", "replace").rstrip()
+            if text:
+                self._last_line = text
+            self.deployment.book.add(self.instance, text)
 
     async def _watch_health(self) -> None:
         """Mark the replica ready once healthy; restart it when it stops answering."""
@@ -139,6 +154,8 @@ class Replica:
                 self.kill()
                 return
             await asyncio.sleep(0.05)
+        self.failure = None
+        self._became_ready = True
         self._set_ready(True)
         failures = 0
         while True:
@@ -284,6 +301,11 @@ class Deployment:
             await self.scale(max(1, self.spec.min_replicas))
         deadline = time.monotonic() + timeout
         while (replica := self.pick_ready()) is None:
+            failures = [r.failure for r in self.replicas if r.failure]
+            if failures and len(failures) == len(self.replicas):
+                raise FunctionUnavailable(
+                    f"function {self.spec.name!r} cannot start: {failures[-1][-500:]}"
+                )
             remaining = deadline - time.monotonic()
             if remaining <= 0 or not self.replicas:
                 raise FunctionUnavailable(

@@ -161,3 +161,17 @@ def test_lazy_function_starts_on_first_call(admin: httpx.Client, client: httpx.C
     assert client.post("/function/lazy-echo", json={"message": "up"}).json()["message"] == "up"
     assert admin.get("/system/function/lazy-echo").json()["availableReplicas"] == 1
     admin.request("DELETE", "/system/functions", json={"functionName": "lazy-echo"})
+
+
+def test_broken_handler_fails_fast_with_the_reason(
+    admin: httpx.Client, client: httpx.Client, tmp_path_factory
+) -> None:
+    folder = tmp_path_factory.mktemp("broken")
+    (folder / "handler.py").write_text("import no_such_module_here\n")
+    deployment = {"service": "broken", "handler": str(folder)}
+    assert admin.post("/system/functions", json=deployment).status_code == 202
+    try:
+        resp = wait_for(lambda: (r := client.post("/function/broken")).status_code == 503 and r)
+        assert "no_such_module_here" in resp.json()["reason"]
+    finally:
+        admin.request("DELETE", "/system/functions", json={"functionName": "broken"})
