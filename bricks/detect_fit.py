@@ -62,18 +62,24 @@ class PositionFit:
 class Aperture:
     """The events and the integration grid of one fit, offsets in arcmin from the centre.
 
-    ``other_events`` and ``other_grid`` hold the fixed density (counts per arcmin²) that
-    the other detected sources put at the events and on the grid.
+    ``u, v`` are the events (``weight`` 1 each), or, for a crowded aperture, the sky
+    pixels holding events (``weight`` their counts). ``other_events`` and ``other_grid``
+    hold the fixed density (counts per arcmin²) the other detected sources put there.
     """
 
     u: np.ndarray
     v: np.ndarray
+    weight: np.ndarray
     grid_u: np.ndarray
     grid_v: np.ndarray
     grid_exposure_area: np.ndarray
-    event_exposure: np.ndarray
     other_events: np.ndarray
     other_grid: np.ndarray
+
+    @property
+    def n_events(self) -> int:
+        """Events in the aperture."""
+        return int(self.weight.sum())
 
 
 def circular_radius90(cov: np.ndarray) -> float:
@@ -106,8 +112,13 @@ def make_aperture(
     others: Sequence[tuple[float, float, float]] = (),
     psf: Psf | None = None,
     roll_deg: float = 0.0,
+    max_unbinned: int = 5000,
 ) -> Aperture:
     """Select the events within the aperture and lay the integration grid over it.
+
+    Up to ``max_unbinned`` events the likelihood is unbinned; beyond, the events are
+    counted per sky pixel (13.45″, against a PSF core of 3.4′ σ: no loss that matters)
+    so that the fit costs the same for 10⁴ or 10⁷ events.
 
     Parameters
     ----------
@@ -127,34 +138,58 @@ def make_aperture(
         Other sources ``(x, y, counts)`` (sky pixels, whole-PSF counts), held fixed.
     psf, roll_deg
         PSF and roll for the other sources' density (needed when ``others`` is given).
+    max_unbinned
+        Most events fitted one by one.
     """
     cx, cy = centre
     u = (np.asarray(x, dtype=float) - cx) * pixel_arcmin
     v = (np.asarray(y, dtype=float) - cy) * pixel_arcmin
     inside = u * u + v * v <= radius_arcmin**2
+    u, v = u[inside], v[inside]
+    weight = np.ones(u.size)
+    if u.size > max_unbinned:
+        u, v, weight = _per_pixel(x[inside], y[inside], centre, pixel_arcmin)
     half = int(np.ceil(radius_arcmin / grid_step_arcmin))
     g = (np.arange(-half, half + 1)) * grid_step_arcmin
     gu, gv = np.meshgrid(g, g)
     in_disc = gu * gu + gv * gv <= radius_arcmin**2
     gu, gv = gu[in_disc], gv[in_disc]
     grid_e = _exposure_at(relative_exposure, cx + gu / pixel_arcmin, cy + gv / pixel_arcmin)
-    event_e = _exposure_at(relative_exposure, x[inside], y[inside])
-    other_events, other_grid = np.zeros(int(inside.sum())), np.zeros(gu.shape)
+    other_events, other_grid = np.zeros(u.size), np.zeros(gu.shape)
     for ox, oy, counts in others:
         du, dv = (ox - cx) * pixel_arcmin, (oy - cy) * pixel_arcmin
-        ex, ey = sky_to_detector(u[inside] - du, v[inside] - dv, roll_deg)
+        ex, ey = sky_to_detector(u - du, v - dv, roll_deg)
         other_events += counts * psf.density(ex, ey)
         gx, gy = sky_to_detector(gu - du, gv - dv, roll_deg)
         other_grid += counts * psf.density(gx, gy)
     return Aperture(
-        u=u[inside],
-        v=v[inside],
+        u=u,
+        v=v,
+        weight=weight,
         grid_u=gu,
         grid_v=gv,
         grid_exposure_area=grid_e * grid_step_arcmin**2,
-        event_exposure=event_e,
         other_events=other_events,
         other_grid=other_grid,
+    )
+
+
+def _per_pixel(
+    x: np.ndarray, y: np.ndarray, centre: tuple[float, float], pixel_arcmin: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Events counted per sky pixel: pixel-centre offsets (arcmin) and counts."""
+    ix = np.floor(x - 0.5).astype(np.int64)
+    iy = np.floor(y - 0.5).astype(np.int64)
+    x0, y0 = ix.min(), iy.min()
+    width = int(ix.max() - x0 + 1)
+    counts = np.bincount((iy - y0) * width + (ix - x0))
+    occupied = np.flatnonzero(counts)
+    px = x0 + occupied % width + 1.0
+    py = y0 + occupied // width + 1.0
+    return (
+        (px - centre[0]) * pixel_arcmin,
+        (py - centre[1]) * pixel_arcmin,
+        counts[occupied].astype(float),
     )
 
 
@@ -175,7 +210,7 @@ def cash(params: np.ndarray, ap: Aperture, psf: Psf, roll_deg: float) -> float:
     expected = np.sum(ap.grid_exposure_area * (n * psf.density(gx, gy) + b + ap.other_grid))
     ex, ey = sky_to_detector(ap.u - pu, ap.v - pv, roll_deg)
     rate = np.maximum(n * psf.density(ex, ey) + b + ap.other_events, 1e-300)
-    return float(2.0 * (expected - np.sum(np.log(rate))))
+    return float(2.0 * (expected - np.sum(ap.weight * np.log(rate))))
 
 
 def _background_only_cash(ap: Aperture, psf: Psf, roll_deg: float, ln_b: float) -> float:
@@ -236,7 +271,7 @@ def fit_position(
     PositionFit or None
         None when the aperture holds too few events to fit (fewer than 3).
     """
-    n_ev = len(ap.u)
+    n_ev = ap.n_events
     area = float(ap.grid_exposure_area.sum())
     if n_ev < 3 or area <= 0:
         return None
