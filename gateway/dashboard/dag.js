@@ -3,9 +3,9 @@
 import { fmtDuration } from "./dom.js";
 
 const SVG = "http://www.w3.org/2000/svg";
-const NODE_W = 148;
+const NODE_W = 128;
 const NODE_H = 46;
-const GAP_X = 56;
+const GAP_X = 36;
 const GAP_Y = 14;
 
 function svg(tag, attrs = {}) {
@@ -50,7 +50,8 @@ export function renderDag(tasks) {
   const width = columns.length * (NODE_W + GAP_X) - GAP_X + 8;
   const height = rows * (NODE_H + GAP_Y) - GAP_Y + 8;
   const root = svg("svg", {
-    viewBox: `0 0 ${width} ${height}`, width, height, class: "dag", role: "group",
+    // scales down to the box on narrow screens, never up beyond its natural size
+    viewBox: `0 0 ${width} ${height}`, width: "100%", style: `max-width: ${width}px`, class: "dag", role: "group",
     "aria-label": "Processing graph: bricks and their states",
   });
   const position = new Map();

@@ -239,7 +239,8 @@ export async function runPage(main, runId) {
     item.hidden = !visible(line);
     logList.append(item);
     while (logList.childElementCount > MAX_LOG_LINES) logList.firstElementChild.remove();
-    if (followBox.checked && !item.hidden) item.scrollIntoView({ block: "nearest" });
+    // scroll the log pane only, never the page the operator is reading
+    if (followBox.checked && !item.hidden) logList.scrollTop = logList.scrollHeight;
   };
   const refilter = () => {
     for (const item of logList.children) item.hidden = !visible({ level: item.dataset.level, task: item.dataset.task });
@@ -282,7 +283,7 @@ export async function runPage(main, runId) {
       const [bucket, ...rest] = event.key.split("/");
       addProduct({ name: event.product, task_id: `${run.run_id}.${event.task}`, bucket, key: rest.join("/"), sha256: event.sha256, size: event.size });
     } else if (frame.kind === "log") {
-      const line = { time: event.line_time || event.time, level: event.level, task: event.task, function: event.function, message: event.message };
+      const line = { time: event.line_time || event.time, level: String(event.level).toUpperCase(), task: brickOf(event.task), function: event.function, message: event.message };
       if (seenLogs.delete(logKey(line))) return; // already listed by the page load
       addLog(line);
     } else if (frame.kind === "run") applyRun(event);

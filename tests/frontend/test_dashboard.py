@@ -65,12 +65,15 @@ def _log_in(page: Any, password: str) -> None:
     page.get_by_role("button", name="Log out").wait_for()
 
 
-def _simulated_l0(tmp_path: Path) -> tuple[Path, str]:
+def _simulated_l0(tmp_path: Path, without: str | None = None) -> tuple[Path, str]:
+    """A small simulated ToO observation (optionally lacking one extension) and its id."""
     from bricks.simulate import simulate
     from tests.chains.conftest import small_scene
 
     obs_id = f"ui{uuid.uuid4().hex[:8]}"
     l0, _ = simulate(small_scene(obs_id))
+    if without is not None:
+        del l0[without]
     path = tmp_path / f"{obs_id}_mxt_l0.fits"
     l0.writeto(path)
     return path, obs_id
@@ -133,18 +136,17 @@ def test_submit_watch_run_complete_live_and_read_position(page, frontend_stack, 
 
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(SCREENSHOTS / "run.png"), full_page=True)
-    page.goto("/ui/#/runs")
-    page.locator(f'#runs-body tr[data-run="{run_id}"]').wait_for()
-    page.screenshot(path=str(SCREENSHOTS / "runs.png"))
 
 
-def test_failed_run_shows_its_reason(page, frontend_stack):
+def test_failed_run_shows_its_reason(page, frontend_stack, tmp_path):
     from tests.chains.conftest import local_store
 
-    obs_id = f"bad{uuid.uuid4().hex[:8]}"
-    key = f"{obs_id}/{obs_id}_mxt_l0.fits"
+    # an L0 file whose primary header is fine but that lacks its EVENTS table: the run
+    # starts, and its ingest step fails for good with the reason
+    l0_path, obs_id = _simulated_l0(tmp_path, without="EVENTS")
+    key = f"{obs_id}/{l0_path.name}"
     # stored directly (no arrival event): the run is started explicitly below
-    local_store(frontend_stack.data_dir).put("raw", key, b"not a FITS file" * 300)
+    local_store(frontend_stack.data_dir).put("raw", key, l0_path.read_bytes())
     started = httpx.post(
         f"{frontend_stack.url}/mxt/runs",
         json={"raw_key": f"raw/{key}", "programme": "ToO"},
@@ -174,6 +176,11 @@ def test_failed_run_shows_its_reason(page, frontend_stack):
     row = page.locator(f'#runs-body tr[data-run="{run_id}"]')
     row.wait_for()
     assert run["reason"][:60] in row.locator("td.reason").inner_text()
+    # the runs page for the README: the completed run of the first test and this one
+    page.goto("/ui/#/runs")
+    page.locator(f'#runs-body tr[data-run="{run_id}"]').wait_for()
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SCREENSHOTS / "runs.png"))
 
 
 def _insert_runs(stack: Any, count: int) -> None:
