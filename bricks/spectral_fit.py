@@ -144,3 +144,18 @@ def fit_power_law(
         int(np.count_nonzero(good)),
         model,
     )
+
+
+def fit_spectrum_files(
+    src_pha: fits.HDUList, bkg_pha: fits.HDUList, arf: fits.HDUList, rmf: fits.HDUList
+) -> PowerLawFit:
+    """:func:`fit_power_law` on the spectrum brick's four files (good-quality channels)."""
+    src, bkg = src_pha["SPECTRUM"], bkg_pha["SPECTRUM"]
+    return fit_power_law(
+        response_from_files(arf, rmf),
+        np.asarray(src.data["COUNTS"], dtype=np.float64),
+        np.asarray(bkg.data["COUNTS"], dtype=np.float64),
+        float(src.header["BACKSCAL"]) / float(bkg.header["BACKSCAL"]),
+        float(src.header["EXPOSURE"]),
+        src.data["QUALITY"] == 0,
+    )

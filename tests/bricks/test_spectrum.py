@@ -9,7 +9,7 @@ from pydantic import ValidationError
 
 from bricks.calibration import model_calibrations
 from bricks.errors import BadInput
-from bricks.spectral_fit import fit_power_law, response_from_files
+from bricks.spectral_fit import fit_spectrum_files
 from bricks.spectrum import BRICK, SpectrumConfig
 from tests.bricks.synthetic_l2 import Scene, _detector_from_sky, make_l2, position_of
 from tests.bricks.test_lightcurve import assert_unchanged, snapshot
@@ -26,15 +26,7 @@ def bright(request):
 
 
 def _fit(out):
-    src, bkg = out["src_pha"]["SPECTRUM"], out["bkg_pha"]["SPECTRUM"]
-    return fit_power_law(
-        response_from_files(out["arf"], out["rmf"]),
-        src.data["COUNTS"],
-        bkg.data["COUNTS"],
-        src.header["BACKSCAL"] / bkg.header["BACKSCAL"],
-        src.header["EXPOSURE"],
-        src.data["QUALITY"] == 0,
-    )
+    return fit_spectrum_files(out["src_pha"], out["bkg_pha"], out["arf"], out["rmf"])
 
 
 def test_photon_index_is_recovered_through_arf_and_rmf(bright):
