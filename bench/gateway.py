@@ -168,10 +168,12 @@ async def async_end_to_end(stack: EmbeddedStack, count: int) -> tuple[float, int
     return len(received) / elapsed, len(accepted - received)
 
 
-def startup(root: Path, names: list[str], lazy: bool) -> tuple[float, float]:
+def startup(
+    root: Path, names: list[str], lazy: bool, stack_file: Path | None = None
+) -> tuple[float, float]:
     """Seconds until ``/healthz`` answers and until every function is ready."""
     root.mkdir(parents=True, exist_ok=True)
-    stack_file = write_stack(root / "stack.yml", names)
+    stack_file = stack_file or write_stack(root / "stack.yml", names)
     env = {"MXT_LAZY_START": "true"} if lazy else {}
     started = time.monotonic()
     stack = EmbeddedStack(stack_file, root / "data", env=env).start(timeout=120, ready=False)
@@ -223,6 +225,7 @@ async def main() -> None:
         eager = startup(root / "eager", [f"fn-{i}" for i in range(40)], lazy=False)
         lazy = startup(root / "lazy", [f"fn-{i}" for i in range(40)], lazy=True)
         one = startup(root / "one", ["echo"], lazy=False)
+        repository = startup(root / "repo", [], lazy=False, stack_file=REPO / "stack.yml")
 
     p50 = percentile(lat_via, 0.5) - percentile(lat_direct, 0.5)
     p99 = percentile(lat_via, 0.99) - percentile(lat_direct, 0.99)
@@ -256,6 +259,9 @@ async def main() -> None:
     print(f"idle RSS function          {function_rss:8.1f} MB")
     print(f"mxt up, 1 function         healthy {one[0]:.2f} s, ready {one[1]:.2f} s")
     print(f"mxt up, 40 functions eager healthy {eager[0]:.2f} s, all ready {eager[1]:.2f} s")
+    print(
+        f"mxt up, repo stack.yml     healthy {repository[0]:.2f} s, all ready {repository[1]:.2f} s"
+    )
     print(f"mxt up, 40 functions lazy  healthy {lazy[0]:.2f} s (start on first call)")
 
 
