@@ -71,14 +71,28 @@ def _tile(l0, copies: int):
     span = float(primary["TSTOP"] - primary["TSTART"])
     frames = int(round(span / 0.1))
     out = fits.HDUList([fits.PrimaryHDU(header=primary.copy())])
+    end = float(primary["TSTART"]) + span
     for hdu in l0[1:]:
         data = hdu.data
-        rows = np.concatenate([data] * copies).view(np.recarray)
-        shift = np.repeat(np.arange(copies), len(data))
-        rows["TIME"] = rows["TIME"] + shift * span
-        if "FRAME" in data.columns.names:
-            rows["FRAME"] = rows["FRAME"] + shift * frames
-        out.append(fits.BinTableHDU(rows, header=hdu.header.copy(), name=hdu.name))
+        # HK and attitude have a row at TSTOP too: repeat the rows before it, end once.
+        body = np.flatnonzero(data["TIME"] < end)
+        tail = np.flatnonzero(data["TIME"] >= end)
+        index = np.concatenate([np.tile(body, copies), tail])
+        shift = np.concatenate(
+            [np.repeat(np.arange(copies), body.size), np.full(tail.size, copies - 1)]
+        )
+        # from_columns keeps the column definitions (units, TLMIN/TLMAX) and the header
+        tiled = fits.BinTableHDU.from_columns(
+            hdu.columns, header=hdu.header.copy(), nrows=index.size, name=hdu.name
+        )
+        for name in data.columns.names:
+            column = data[name][index]
+            if name == "TIME":
+                column = column + shift * span
+            elif name == "FRAME":
+                column = column + shift * frames
+            tiled.data[name] = column
+        out.append(tiled)
     tstop = float(primary["TSTART"]) + copies * span
     for hdu in out:
         if "TSTOP" in hdu.header:
@@ -121,6 +135,21 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
+def _warm_matplotlib() -> None:
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots()
+    ax.plot([1, 2], [1, 2], label="warm-up")
+    ax.legend()
+    fig.savefig(io.BytesIO(), format="png")
+    plt.close(fig)
+
+
 def run_one(path: Path) -> dict:
     """Child process: the pipeline on one L0 file; per-brick seconds and peak RSS."""
     from astropy.io import fits
@@ -141,12 +170,12 @@ def run_one(path: Path) -> dict:
         if event.stage == "done":
             seconds[event.brick] = event.seconds
 
-    # Import every brick (and matplotlib, which quicklook imports on first use) before
-    # timing: a warm function pays neither; the figures are the bricks' own work.
+    # Import every brick and draw one throw-away figure before timing (matplotlib's first
+    # draw loads fonts: ~1 s once per process); a warm function pays neither.
     from bricks.registry import all_bricks
 
     all_bricks()
-    import matplotlib.pyplot  # noqa: F401
+    _warm_matplotlib()
 
     with fits.open(path, memmap=True) as l0:
         rows["l0"] = len(l0["EVENTS"].data)
