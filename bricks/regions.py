@@ -26,7 +26,7 @@ from pydantic import Field, model_validator
 
 from bricks.base import BrickConfig
 from bricks.calibration import Geometry
-from bricks.errors import BadInput
+from bricks.errors import BadInput, Unprocessable
 from bricks.wcs import SKY_REF_PIX, standard_to_detector
 
 #: Live detector pixels: RAWX/RAWY 1-254 (the outermost rows and columns are not sent).
@@ -225,7 +225,7 @@ def build_regions(
     live = _live_detector(src_rawx + gx, src_rawy + gy, _bad_columns(calibration))
     density = np.asarray(psf.density(gx * scale_arcmin, gy * scale_arcmin), dtype=float)
     weight = density * cell * scale_arcmin**2  # PSF density is per arcmin^2
-    return ExtractionRegions(
+    regions = ExtractionRegions(
         x=x,
         y=y,
         src_radius_pix=src_arcmin / scale_arcmin,
@@ -238,6 +238,13 @@ def build_regions(
         offaxis_arcmin=offaxis,
         plate_scale_arcsec=scale_arcmin * 60.0,
     )
+    if regions.src_area_pix <= 0 or regions.psf_frac_effective <= 0.01:
+        raise Unprocessable(
+            f"source region at sky ({x:.1f}, {y:.1f}) is off the live detector "
+            f"(live area {regions.src_area_pix:.0f} pix, PSF fraction "
+            f"{regions.psf_frac_effective:.3f})"
+        )
+    return regions
 
 
 def events_table(l2_events: fits.HDUList) -> fits.BinTableHDU:

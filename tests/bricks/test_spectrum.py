@@ -8,7 +8,7 @@ from astropy.io import fits
 from pydantic import ValidationError
 
 from bricks.calibration import model_calibrations
-from bricks.errors import BadInput
+from bricks.errors import BadInput, Unprocessable
 from bricks.spectral_fit import fit_spectrum_files
 from bricks.spectrum import BRICK, SpectrumConfig
 from tests.bricks.synthetic_l2 import Scene, _detector_from_sky, make_l2, position_of
@@ -181,6 +181,8 @@ def test_bad_input_is_named(bright):
         BRICK({"l2_events": fits.HDUList([l2[0]]), "position": position}, CAL, {})
     with pytest.raises(BadInput, match="position"):
         BRICK({"l2_events": l2}, CAL, {})
+    with pytest.raises(Unprocessable, match="off the live detector"):
+        BRICK({"l2_events": l2, "position": {**position_of(truth), "x": 20.0, "y": 480.0}}, CAL, {})
     with pytest.raises(ValidationError, match="enclosed_fraction"):
         SpectrumConfig(enclosed_fraction=0.99)
 
