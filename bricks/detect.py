@@ -202,6 +202,15 @@ def _no_detection(reason: str, n_sources: int, summary: dict) -> dict[str, Any]:
     }
 
 
+def _why_nothing(n_events: int, exposure_s: float) -> str:
+    """Why an observation gave no position."""
+    if n_events == 0:
+        return "the observation holds no events"
+    if exposure_s <= 0:
+        return "the observation has no good time"
+    return "no source above the threshold"
+
+
 def _image_hdulist(image: np.ndarray, wcs: WCS, header: fits.Header) -> fits.HDUList:
     out = product_header(header, f"mxt-detect {VERSION}", "IMAGE", "TOTAL")
     out.update(image_wcs_header(wcs))
@@ -282,9 +291,7 @@ def detect_sources(
             config.max_sources,
             config.confusion_fraction,
         )
-    position = _no_detection("no source above the threshold", len(sources), summary)
-    if not len(x):
-        position = _no_detection("the observation holds no events", 0, summary)
+    position = _no_detection(_why_nothing(len(x), exposure_s), len(sources), summary)
     if sources:
         chosen = _select(sources, wcs, header, config)
         on_axis = float(np.max(expmap))

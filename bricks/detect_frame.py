@@ -161,6 +161,13 @@ def observation_pointings(
         x, y = wcs.all_world2pix([[header["RA_PNT"], header["DEC_PNT"]]], 1)[0]
         return [Pointing(float(x), float(y), float(header.get("PA_PNT", 0.0)), seconds)]
     att = l2_events["ATTITUDE"].data
+    missing = [c for c in ("TIME", "RA", "DEC", "ROLL") if c not in att.columns.names]
+    if missing:
+        raise BadInput(f"l2_events ATTITUDE lacks column(s) {missing}")
+    finite = np.isfinite(att["TIME"]) & np.isfinite(att["RA"]) & np.isfinite(att["DEC"])
+    finite &= np.isfinite(att["ROLL"])
+    if not np.all(finite):
+        raise BadInput(f"l2_events ATTITUDE holds {int((~finite).sum())} non-finite row(s)")
     time = np.asarray(att["TIME"], dtype=float)
     mid = 0.5 * (time[1:] + time[:-1])
     step = float(np.median(np.diff(time))) if len(time) > 1 else 1.0

@@ -13,6 +13,7 @@ from bricks.detect import BRICK
 from bricks.detect_fit import Aperture, cash, circular_radius90, make_aperture
 from bricks.errors import BadInput
 from tests.bricks.localisation_scene import (
+    TSTART,
     Scene,
     SceneSource,
     draw_events,
@@ -157,6 +158,27 @@ def test_bad_inputs_are_named() -> None:
     del l2["EVENTS"].header["RA_OBJ"]
     with pytest.raises(BadInput, match="RA_OBJ"):
         BRICK({"l2_events": l2}, CAL, {"select": "nearest_target"})
+
+
+def test_no_good_time_says_so() -> None:
+    scene = Scene(sources=(TRUTH,), gtis=((TSTART + 1e5, TSTART + 1e5 + 10),))
+    out = _detect(scene)
+    assert out["position"]["status"] == "no_detection"
+    assert "no good time" in out["position"]["reason"]
+    assert out["position"]["exposure"] == 0.0
+
+
+def test_broken_attitude_is_named() -> None:
+    l2 = l2_hdulist(Scene(sources=(TRUTH,)))
+    l2["ATTITUDE"].data["ROLL"][5] = np.nan
+    with pytest.raises(BadInput, match="ATTITUDE holds 1 non-finite"):
+        BRICK({"l2_events": l2}, CAL)
+    l2 = l2_hdulist(Scene(sources=(TRUTH,)))
+    att = l2["ATTITUDE"]
+    cols = [c for c in att.columns if c.name != "ROLL"]
+    l2["ATTITUDE"] = fits.BinTableHDU.from_columns(cols, name="ATTITUDE")
+    with pytest.raises(BadInput, match=r"ATTITUDE lacks column\(s\) \['ROLL'\]"):
+        BRICK({"l2_events": l2}, CAL)
 
 
 def test_input_is_not_mutated() -> None:
