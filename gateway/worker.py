@@ -194,6 +194,11 @@ class QueueWorker:
         progress = asyncio.create_task(self._keep_alive(msg))
         try:
             outcome = await self.invoke(call)
+        except asyncio.CancelledError:
+            # the worker is stopping: hand the call back now rather than after ack_wait
+            with contextlib.suppress(Exception):
+                await asyncio.shield(msg.nak())
+            raise
         finally:
             progress.cancel()
             await running
