@@ -40,13 +40,31 @@ def serve_factory(factory: str, env: dict[str, str], log: Path) -> Iterator[str]
                 proc.wait()
 
 
-@pytest.fixture()
-def hub_address(nats_fresh: NatsServer, tmp_path: Path) -> Iterator[str]:
-    """``host:port`` of a hub process reading the test's own nats-server.
+HUB_ENV = {"MXT_WEBSOCKET_QUEUE": "64"}  # small, so the slow-client test needs few events
 
-    The per-client queue is small (64 events) so that the slow-client test needs few events.
-    """
-    env = {"MXT_NATS_URL": nats_fresh.url, "MXT_WEBSOCKET_QUEUE": "64"}
+
+@pytest.fixture(scope="module")
+def hub_nats(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NatsServer]:
+    """A nats-server for one test module's hub (tests tell their events apart by run id)."""
+    server = NatsServer(tmp_path_factory.mktemp("hub-nats"))
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def hub_address(hub_nats: NatsServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """``host:port`` of a hub process (uvicorn) reading ``hub_nats``."""
+    env = {"MXT_NATS_URL": hub_nats.url, **HUB_ENV}
+    log = tmp_path_factory.mktemp("hub") / "hub.log"
+    with serve_factory("gateway.hub:create_app", env, log) as address:
+        yield address
+
+
+@pytest.fixture()
+def bare_hub_address(nats_fresh: NatsServer, tmp_path: Path) -> Iterator[str]:
+    """A hub whose nats-server has no events stream at all."""
+    env = {"MXT_NATS_URL": nats_fresh.url, **HUB_ENV}
     with serve_factory("gateway.hub:create_app", env, tmp_path / "hub.log") as address:
         yield address
 

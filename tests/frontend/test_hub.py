@@ -59,8 +59,8 @@ async def _events_until(ws: Any, last_seq: int) -> list[dict[str, Any]]:
                 return frames
 
 
-async def test_reconnecting_client_resumes_without_gap_or_duplicate(nats_fresh, hub_address):
-    nc, js = await _events_stream(nats_fresh.url)
+async def test_reconnecting_client_resumes_without_gap_or_duplicate(hub_nats, hub_address):
+    nc, js = await _events_stream(hub_nats.url)
     url = f"ws://{hub_address}/events?run=R1"
     steady = await websockets.connect(url)
     flaky = await websockets.connect(url)
@@ -95,8 +95,9 @@ async def test_reconnecting_client_resumes_without_gap_or_duplicate(nats_fresh, 
     await nc.close()
 
 
-async def test_since_seq_zero_replays_history_and_filters_apply(nats_fresh, hub_address):
-    nc, js = await _events_stream(nats_fresh.url)
+async def test_since_seq_replays_history_and_filters_apply(hub_nats, hub_address):
+    nc, js = await _events_stream(hub_nats.url)
+    before = (await js.stream_info(EVENTS_STREAM)).state.last_seq  # other tests' events
     await _publish(js, "run", "r-7", programme="ToO")
     await _publish(js, "run", "r-8", programme="GP")
     tasks = [await _publish(js, "task", "r-7", task="detect")]
@@ -107,7 +108,7 @@ async def test_since_seq_zero_replays_history_and_filters_apply(nats_fresh, hub_
     tasks.append(last)
     await _publish(js, "task", "r-unknown", task="notice")  # a run without run events
 
-    ws = await websockets.connect(f"ws://{hub_address}/events?kind=task&since_seq=0")
+    ws = await websockets.connect(f"ws://{hub_address}/events?kind=task&since_seq={before}")
     await _frame(ws)
     frames = await _events_until(ws, last)
     assert [f["seq"] for f in frames] == tasks
@@ -115,7 +116,7 @@ async def test_since_seq_zero_replays_history_and_filters_apply(nats_fresh, hub_
     await ws.close()
 
     # Task and log events carry no programme: the hub finds it from the run's events.
-    ws = await websockets.connect(f"ws://{hub_address}/events?programme=too&since_seq=0")
+    ws = await websockets.connect(f"ws://{hub_address}/events?programme=too&since_seq={before}")
     await _frame(ws)
     frames = await _events_until(ws, last)
     assert {f["run_id"] for f in frames} == {"r-7", "r-9"}
@@ -137,7 +138,7 @@ async def test_since_seq_zero_replays_history_and_filters_apply(nats_fresh, hub_
         ("colour=red", "colour"),
     ],
 )
-async def test_bad_filter_closes_with_reason(nats_fresh, hub_address, query, named):
+async def test_bad_filter_closes_with_reason(hub_nats, hub_address, query, named):
     ws = await websockets.connect(f"ws://{hub_address}/events?{query}")
     with pytest.raises(ConnectionClosed) as closed:
         await asyncio.wait_for(ws.recv(), 20)
@@ -145,8 +146,8 @@ async def test_bad_filter_closes_with_reason(nats_fresh, hub_address, query, nam
     assert named in closed.value.rcvd.reason
 
 
-async def test_read_only_pings_answered_other_messages_close(nats_fresh, hub_address):
-    nc, _ = await _events_stream(nats_fresh.url)
+async def test_read_only_pings_answered_other_messages_close(hub_nats, hub_address):
+    nc, _ = await _events_stream(hub_nats.url)
     ws = await websockets.connect(f"ws://{hub_address}/events")
     assert (await _frame(ws))["type"] == "hello"
     await ws.send("ping")
@@ -159,8 +160,8 @@ async def test_read_only_pings_answered_other_messages_close(nats_fresh, hub_add
     await nc.close()
 
 
-async def test_missing_events_stream_closes_with_reason(nats_fresh, hub_address):
-    ws = await websockets.connect(f"ws://{hub_address}/events")
+async def test_missing_events_stream_closes_with_reason(bare_hub_address):
+    ws = await websockets.connect(f"ws://{bare_hub_address}/events")
     with pytest.raises(ConnectionClosed) as closed:
         await asyncio.wait_for(ws.recv(), 20)
     assert closed.value.rcvd.code == 1011
@@ -218,8 +219,8 @@ def _read_until_close(sock: socket.socket) -> list[tuple[int, bytes]]:
     return _parse_frames(data)
 
 
-async def test_slow_client_dropped_while_others_get_everything(nats_fresh, hub_address):
-    nc, js = await _events_stream(nats_fresh.url)
+async def test_slow_client_dropped_while_others_get_everything(hub_nats, hub_address):
+    nc, js = await _events_stream(hub_nats.url)
     path = "/events?run=R3"
     slow = await asyncio.to_thread(_raw_websocket, hub_address, path)
     fast = await websockets.connect(f"ws://{hub_address}{path}", max_size=2**22)
