@@ -110,6 +110,10 @@ class GatewayApp:
     async def invoke(self, scope: Scope, receive: Receive, send: Send, rest: str) -> None:
         """``/function/{name}[/{path}]``: forward to a replica."""
         name, _, subpath = rest.partition("/")
+        raw = scope.get("raw_path")
+        if raw and subpath:
+            # forward the sub-path as the client encoded it (%2F, spaces, unicode)
+            subpath = raw.decode("latin-1").split("/", 3)[3]
         deployment = self.platform.provider.deployments.get(name)
         if deployment is None:
             await send_json(send, 404, error_body("bad_input", f"no function named {name!r}"))

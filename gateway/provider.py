@@ -60,8 +60,8 @@ class Replica:
     def __init__(self, deployment: Deployment, index: int) -> None:
         self.deployment = deployment
         self.index = index
-        self.port = _free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.port = 0
+        self.url = ""
         self.instance = f"{deployment.spec.name}-{index}"
         self.process: asyncio.subprocess.Process | None = None
         self.ready = False
@@ -106,6 +106,9 @@ class Replica:
     async def _run_once(self) -> bool:
         """Run the process until it exits; whether it was ever ready."""
         spec = self.deployment.spec
+        # a fresh port each run: the last one may have been taken while it was down
+        self.port = _free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
         self.process = await asyncio.create_subprocess_exec(
             *self.deployment.command(self.port),
             stdin=asyncio.subprocess.DEVNULL,

@@ -18,6 +18,11 @@ def test_echo_through_the_gateway_with_openfaas_headers(client: httpx.Client) ->
     assert len(resp.headers.get_list("x-call-id")) == 1
 
 
+def test_encoded_sub_path_and_query_pass_through(client: httpx.Client) -> None:
+    resp = client.get("/function/hello-python3-http/a%20b/c", params={"name": "Zoë"})
+    assert resp.json() == {"greeting": "Hello, Zoë!", "path": "/a b/c"}
+
+
 def test_supplied_call_id_reaches_the_function(client: httpx.Client, admin: httpx.Client) -> None:
     resp = client.post("/function/echo", json={"message": "x"}, headers={"X-Call-Id": "my-id-1"})
     assert resp.status_code == 200
