@@ -54,6 +54,22 @@ def test_bright_source_is_localised_with_an_honest_radius(roll: float) -> None:
     assert position["rate"] == pytest.approx(position["counts"] / 300.0)
 
 
+@pytest.mark.parametrize(
+    ("where", "dx", "dy"), [("bad column", 59.5, 0.0), ("edge", 118.0, 10.0), ("corner", 115, 115)]
+)
+def test_sources_on_the_bad_column_or_the_edge(where: str, dx: float, dy: float) -> None:
+    """The exposure-aware likelihood: a PSF cut by the bad column or the detector edge."""
+    from bricks.wcs import sky_to_radec
+
+    ra, dec = sky_to_radec(np.array([256.5 + dx]), np.array([256.5 + dy]), 150.0, 20.0)
+    source = SceneSource(float(ra[0]), float(dec[0]), 600.0)
+    position = _detect(Scene(sources=(source,), seed=3))["position"]
+    assert position["status"] == "detected", where
+    assert _separation_arcsec(position, source) < 1.5 * position["err90_stat_arcsec"]
+    # counts are corrected to the on-axis, whole-PSF equivalent
+    assert position["counts"] == pytest.approx(600.0, rel=0.2)
+
+
 def test_two_sources_are_both_listed_and_the_target_can_be_chosen() -> None:
     faint = SceneSource(149.93, 19.90, 400.0)
     scene = Scene(sources=(faint, TRUTH), roll=15.0, seed=4)
