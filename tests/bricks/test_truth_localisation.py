@@ -34,7 +34,9 @@ def _offset_arcsec(position: dict, ra: float, dec: float) -> float:
     return float(found.separation(SkyCoord(ra, dec, unit="deg")).arcsec)
 
 
-def _scene(seed: int, counts: float, duration: float, max_offset_deg: float) -> Scene:
+def _scene(
+    seed: int, counts: float, duration: float, max_offset_deg: float, boresight: bool = False
+) -> Scene:
     rng = np.random.default_rng(seed)
     ra_pnt, dec_pnt = rng.uniform(0, 360), rng.uniform(-70, 70)
     ra = ra_pnt + rng.uniform(-max_offset_deg, max_offset_deg) / np.cos(np.radians(dec_pnt))
@@ -47,6 +49,7 @@ def _scene(seed: int, counts: float, duration: float, max_offset_deg: float) -> 
         duration=duration,
         sources=[Source(ra=ra % 360.0, dec=dec, flux=counts / duration / RATE_PER_FLUX)],
         seed=seed,
+        boresight_error=boresight,
     )
 
 
@@ -104,3 +107,18 @@ def test_statistical_radius_holds_the_truth_90_percent_of_the_time() -> None:
         f"median offset/r90 {np.median(ratios):.2f} (0.55 for an exact radius)"
     )
     assert 0.80 <= fraction <= 0.97
+
+
+def test_total_radius_holds_the_truth_with_a_boresight_error() -> None:
+    """With the attitude off by a 25″ (90 %) boresight error, the total radius still holds."""
+    inside, n_scenes = 0, 20
+    for seed in range(n_scenes):
+        scene = _scene(
+            seed=4000 + seed, counts=800.0, duration=200.0, max_offset_deg=0.2, boresight=True
+        )
+        position, truth = _localise(scene)
+        source = truth["sources"][0]
+        offset = _offset_arcsec(position, source["ra"], source["dec"])
+        inside += offset <= position["err90_arcsec"]
+    print(f"coverage of the total 90 % radius with boresight errors: {inside}/{n_scenes}")
+    assert 0.75 <= inside / n_scenes <= 1.0
