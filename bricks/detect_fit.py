@@ -13,7 +13,7 @@ holding 90 % of the corresponding bivariate normal, the circular version of the
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -223,7 +223,7 @@ def _background_only_cash(ap: Aperture, psf: Psf, roll_deg: float, ln_b: float) 
     return float(best.fun)
 
 
-def _hessian(f: object, x0: np.ndarray, steps: np.ndarray) -> np.ndarray:
+def _hessian(f: Callable[[np.ndarray], float], x0: np.ndarray, steps: np.ndarray) -> np.ndarray:
     """Central finite-difference Hessian of a scalar function."""
     k = len(x0)
     h = np.zeros((k, k))

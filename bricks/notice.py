@@ -65,7 +65,9 @@ class NoticeConfig(BrickConfig):
     initial_quality_flag
         Quality flag of the initial notice an update cites.
     alert_datetime
-        Notice date (UTC ISO 8601); now when unset.
+        Notice date (UTC ISO 8601). When unset, the UTC end of the data the position
+        rests on (TSTOP), so that re-running the pipeline reproduces the notice; a live
+        sender sets it to the sending time.
     ecf_erg_cm2_per_count
         Energy flux per count/s: 0.3–10 keV, unabsorbed power law of photon index 2
         through the model effective area (7.2e-11 erg cm⁻² per count).
@@ -102,6 +104,14 @@ def utc_iso_from_mission(seconds: float) -> str:
 def quality_flag(err90_deg: float) -> int:
     """MXT quality flag (1 worst … 4 best) of a 90 % error radius in degrees."""
     return 1 + sum(err90_deg <= edge for edge in QUALITY_EDGES_DEG)
+
+
+def _data_end_utc(position: Mapping[str, Any]) -> str:
+    """UTC end of the observation (TSTOP), to the second; now when the position has none."""
+    tstop = position.get("tstop")
+    if tstop is None:
+        return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S")
+    return utc_iso_from_mission(float(tstop))[:19]
 
 
 def _alert_id(position: Mapping[str, Any], obs_meta: Mapping[str, Any]) -> str:
@@ -155,7 +165,7 @@ def notice_facts(
         raise BadInput("position must be the detect brick's JSON object with a 'status'")
     trig = _meta(obs_meta, "trigtime", "trigger_time")
     trig = float(trig) if trig is not None else position.get("trigger_time")
-    now = config.alert_datetime or datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S")
+    now = config.alert_datetime or _data_end_utc(position)
     facts: dict[str, Any] = {
         "id": _alert_id(position, obs_meta),
         "detected": position["status"] == "detected",

@@ -132,6 +132,13 @@ def test_json_uses_the_gcn_schema_field_names(position: dict) -> None:
     assert body["systematic_included"] is True and body["containment_probability"] == 0.9
 
 
+def test_notice_is_reproducible(position: dict) -> None:
+    """Without an explicit date the notice is dated by the data's end: same in, same out."""
+    first, second = _notice(position), _notice(position)
+    assert first == second
+    assert first["notice_json"]["alert_datetime"] == utc_iso_from_mission(position["tstop"])[:19]
+
+
 def test_no_detection_is_a_notice_that_says_so_without_voevent() -> None:
     l2 = l2_hdulist(Scene(sources=(), background_counts=0))
     position = DETECT({"l2_events": l2}, model_calibrations())["position"]
