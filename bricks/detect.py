@@ -38,6 +38,7 @@ from bricks.detect_search import Candidate, counts_image, find_sources, psf_kern
 from bricks.errors import BadInput
 from bricks.exposure import ExposureConfig, exposure_map
 from bricks.timeutil import iso_from_mission
+from bricks.wcs import event_wcs_keywords
 
 VERSION = "1.0.0"
 METHOD = "psf_ml_cash"
@@ -220,6 +221,12 @@ def _image_hdulist(image: np.ndarray, wcs: WCS, header: fits.Header) -> fits.HDU
     return fits.HDUList([hdu])
 
 
+def _counts_error(counts: np.ndarray, snr: np.ndarray) -> np.ndarray:
+    """1σ error of matched-filter counts: the background noise (counts / SNR) ⊕ Poisson."""
+    background_part = np.divide(counts, snr, out=np.zeros_like(counts), where=snr > 0)
+    return np.hypot(background_part, np.sqrt(np.clip(counts, 0.0, None)))
+
+
 def _sources_hdulist(
     sources: list[Candidate], wcs: WCS, header: fits.Header, exposure_s: float
 ) -> fits.HDUList:
@@ -231,6 +238,7 @@ def _sources_hdulist(
     else:
         ra = dec = np.zeros(0)
     counts = np.array([s.counts for s in sources], dtype=np.float64)
+    snr = np.array([s.significance for s in sources], dtype=np.float64)
     rate = counts / exposure_s if exposure_s > 0 else np.zeros_like(counts)
     columns = [
         fits.Column("X", "D", unit="pixel", array=x),
@@ -238,8 +246,9 @@ def _sources_hdulist(
         fits.Column("RA", "D", unit="deg", array=ra),
         fits.Column("DEC", "D", unit="deg", array=dec),
         fits.Column("COUNTS", "D", unit="count", array=counts),
+        fits.Column("COUNTS_ERR", "D", unit="count", array=_counts_error(counts, snr)),
         fits.Column("RATE", "D", unit="count/s", array=rate),
-        fits.Column("SNR", "D", array=np.array([s.significance for s in sources])),
+        fits.Column("SNR", "D", array=snr),
         fits.Column(
             "BKG", "D", unit="count/pixel", array=np.array([s.background for s in sources])
         ),
@@ -249,6 +258,8 @@ def _sources_hdulist(
         if key not in ("COMMENT", "HISTORY", ""):
             table.header[key] = value
     table.header["NSOURCES"] = (len(sources), "sources above the threshold")
+    # X/Y carry the sky WCS like the event file's, so ds9 and fv place the sources.
+    table.header.update(event_wcs_keywords(header["RA_PNT"], header["DEC_PNT"], 1, 2))
     primary = fits.PrimaryHDU(header=product_header(header, f"mxt-detect {VERSION}", "SRCLIST"))
     return fits.HDUList([primary, table])
 
