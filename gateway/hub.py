@@ -10,8 +10,10 @@ Each client gets its own JetStream *ordered* consumer that starts at ``since_seq
 it saw resumes without gaps or duplicates, and one client's pace never touches
 another's. Every frame is a JSON object:
 
-- ``{"type": "hello", "since_seq": N, "filters": {...}}`` once, first; ``since_seq`` is
-  the sequence to reconnect with if no event arrives before a disconnect;
+- ``{"type": "hello", "since_seq": N, "gap": false, "filters": {...}}`` once, first;
+  ``since_seq`` is the sequence to reconnect with if no event arrives before a
+  disconnect; ``gap`` is true when events after the client's ``since_seq`` have already
+  expired from the stream (30 days), so it should reload what it shows;
 - ``{"type": "event", "seq": N, "kind": ..., "run_id": ..., "event": {...}}`` per event
   (``event`` is the payload published by ``gateway.events``);
 - ``{"type": "pong"}`` in answer to a client's ``ping``.
@@ -283,12 +285,13 @@ class _Client:
             return "read-only: only 'ping' messages are accepted"
 
 
-async def _start_sequence(js: Any, event_filter: EventFilter) -> int:
-    """The last sequence the client has: its own, or the stream's end now."""
-    if event_filter.since_seq is not None:
-        return event_filter.since_seq
+async def _start_sequence(js: Any, event_filter: EventFilter) -> tuple[int, bool]:
+    """The last sequence the client has (its own, or the stream's end now), and whether
+    events it asked for are gone (expired from the stream: it resumes with a gap)."""
     info = await js.stream_info(EVENTS_STREAM)
-    return int(info.state.last_seq)
+    if event_filter.since_seq is None:
+        return int(info.state.last_seq), False
+    return event_filter.since_seq, event_filter.since_seq + 1 < int(info.state.first_seq)
 
 
 async def _close(websocket: WebSocket, code: int, reason: str) -> None:
@@ -306,7 +309,7 @@ async def _serve_client(websocket: WebSocket, hub: _Hub, event_filter: EventFilt
 
     try:
         js = await hub.jetstream()
-        since = await _start_sequence(js, event_filter)
+        since, gap = await _start_sequence(js, event_filter)
     except NotFoundError:
         await _close(websocket, CLOSE_INTERNAL, f"events stream {EVENTS_STREAM} does not exist")
         return
@@ -316,7 +319,7 @@ async def _serve_client(websocket: WebSocket, hub: _Hub, event_filter: EventFilt
     client = _Client(websocket, event_filter, hub)
     await websocket.send_text(
         orjson.dumps(
-            {"type": "hello", "since_seq": since, "filters": event_filter.as_dict()}
+            {"type": "hello", "since_seq": since, "gap": gap, "filters": event_filter.as_dict()}
         ).decode()
     )
     subscription = await js.subscribe(

@@ -45,7 +45,7 @@ async def _publish(js: Any, kind: str, run_id: str, **fields: Any) -> int:
 
 
 async def _frame(ws: Any) -> dict[str, Any]:
-    return json.loads(await asyncio.wait_for(ws.recv(), 20))
+    return json.loads(await asyncio.wait_for(ws.recv(), 60))
 
 
 async def _events_until(ws: Any, last_seq: int) -> list[dict[str, Any]]:
@@ -81,7 +81,9 @@ async def test_reconnecting_client_resumes_without_gap_or_duplicate(hub_nats, hu
     expected.append(await _publish(js, "run", "R1", state="succeeded"))
 
     resumed = await websockets.connect(f"{url}&since_seq={first_part[-1]['seq']}")
-    assert (await _frame(resumed))["since_seq"] == first_part[-1]["seq"]
+    hello_resumed = await _frame(resumed)
+    assert hello_resumed["since_seq"] == first_part[-1]["seq"]
+    assert hello_resumed["gap"] is False
     second_part = await _events_until(resumed, expected[-1])
     steady_all = await _events_until(steady, expected[-1])
 
@@ -141,7 +143,7 @@ async def test_since_seq_replays_history_and_filters_apply(hub_nats, hub_address
 async def test_bad_filter_closes_with_reason(hub_nats, hub_address, query, named):
     ws = await websockets.connect(f"ws://{hub_address}/events?{query}")
     with pytest.raises(ConnectionClosed) as closed:
-        await asyncio.wait_for(ws.recv(), 20)
+        await asyncio.wait_for(ws.recv(), 60)
     assert closed.value.rcvd.code == 1008
     assert named in closed.value.rcvd.reason
 
@@ -154,16 +156,31 @@ async def test_read_only_pings_answered_other_messages_close(hub_nats, hub_addre
     assert (await _frame(ws)) == {"type": "pong"}
     await ws.send('{"publish": "mxt.events.run.X"}')
     with pytest.raises(ConnectionClosed) as closed:
-        await asyncio.wait_for(ws.recv(), 20)
+        await asyncio.wait_for(ws.recv(), 60)
     assert closed.value.rcvd.code == 1008
     assert "read-only" in closed.value.rcvd.reason
+    await nc.close()
+
+
+async def test_resume_past_expired_events_is_flagged_as_gap(nats_fresh, bare_hub_address):
+    nc = await nats.connect(nats_fresh.url)
+    js = nc.jetstream()
+    # a stream that keeps 5 messages: older ones expire, as after 30 days in production
+    await js.add_stream(name=EVENTS_STREAM, subjects=["mxt.events.>"], max_msgs=5)
+    seqs = [await _publish(js, "task", "r-gap", attempt=i + 1) for i in range(10)]
+    ws = await websockets.connect(f"ws://{bare_hub_address}/events?since_seq={seqs[0]}")
+    hello = await _frame(ws)
+    assert hello["gap"] is True
+    frames = await _events_until(ws, seqs[-1])
+    assert [f["seq"] for f in frames] == seqs[-5:]
+    await ws.close()
     await nc.close()
 
 
 async def test_missing_events_stream_closes_with_reason(bare_hub_address):
     ws = await websockets.connect(f"ws://{bare_hub_address}/events")
     with pytest.raises(ConnectionClosed) as closed:
-        await asyncio.wait_for(ws.recv(), 20)
+        await asyncio.wait_for(ws.recv(), 60)
     assert closed.value.rcvd.code == 1011
     assert EVENTS_STREAM in closed.value.rcvd.reason
 
@@ -209,7 +226,7 @@ def _parse_frames(data: bytes) -> list[tuple[int, bytes]]:
 
 def _read_until_close(sock: socket.socket) -> list[tuple[int, bytes]]:
     """Every server frame up to and including its close frame."""
-    sock.settimeout(30)
+    sock.settimeout(60)
     data = b""
     while chunk := sock.recv(1 << 20):
         data += chunk
