@@ -29,6 +29,8 @@ export class EventFeed {
     this.socket.onmessage = (message) => {
       const frame = JSON.parse(message.data);
       if (frame.type === "hello") {
+        // events we missed have expired from the stream: redraw the page from the APIs
+        if (frame.gap && this.lastSeq !== null) window.dispatchEvent(new HashChangeEvent("hashchange"));
         if (this.lastSeq === null) this.lastSeq = frame.since_seq;
         this.retry = 500;
         setStatus("on");
