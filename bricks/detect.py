@@ -26,6 +26,7 @@ from astropy.wcs import WCS
 from pydantic import Field
 
 from bricks.base import Brick, BrickConfig, Product
+from bricks.calibration import Psf
 from bricks.detect_fit import PositionFit, fit_position, make_aperture
 from bricks.detect_frame import (
     events_hdu,
@@ -264,6 +265,33 @@ def _sources_hdulist(
     return fits.HDUList([primary, table])
 
 
+def _localise(
+    x: np.ndarray,
+    y: np.ndarray,
+    chosen: Candidate,
+    sources: list[Candidate],
+    expmap: np.ndarray,
+    psf: Psf,
+    roll: float,
+    pixel_arcmin: float,
+    config: DetectConfig,
+) -> PositionFit | None:
+    """Maximum-likelihood position of ``chosen``, the other sources held fixed."""
+    ap = make_aperture(
+        x,
+        y,
+        (chosen.x, chosen.y),
+        config.fit_radius_arcmin,
+        pixel_arcmin,
+        expmap / float(np.max(expmap)),
+        config.fit_grid_arcmin,
+        [(s.x, s.y, s.counts) for s in sources if s is not chosen],
+        psf,
+        roll,
+    )
+    return fit_position(ap, psf, roll, chosen.counts, pixel_arcmin, (chosen.x, chosen.y))
+
+
 def detect_sources(
     l2_events: fits.HDUList, calibration: dict, config: DetectConfig
 ) -> dict[str, Any]:
@@ -305,20 +333,7 @@ def detect_sources(
     position = _no_detection(_why_nothing(len(x), exposure_s), len(sources), summary)
     if sources:
         chosen = _select(sources, wcs, header, config)
-        on_axis = float(np.max(expmap))
-        ap = make_aperture(
-            x,
-            y,
-            (chosen.x, chosen.y),
-            config.fit_radius_arcmin,
-            pixel_arcmin,
-            expmap / on_axis,
-            config.fit_grid_arcmin,
-            [(s.x, s.y, s.counts) for s in sources if s is not chosen],
-            psf,
-            roll,
-        )
-        fit = fit_position(ap, psf, roll, chosen.counts, pixel_arcmin, (chosen.x, chosen.y))
+        fit = _localise(x, y, chosen, sources, expmap, psf, roll, pixel_arcmin, config)
         if fit is not None:
             position = _position_dict(fit, chosen, len(sources), wcs, summary, config)
     return {
