@@ -139,6 +139,7 @@ class EventPublisher:
         self._nc: Client | None = None
         self._js: JetStreamContext | None = None
         self._lock = asyncio.Lock()
+        self._pending: set[asyncio.Task[None]] = set()
 
     async def _jetstream(self) -> JetStreamContext:
         async with self._lock:
@@ -151,7 +152,23 @@ class EventPublisher:
             return self._js
 
     async def publish(self, event: Event) -> None:
-        """Publish one event; a NATS fault is logged, never raised (events are a feed)."""
+        """Publish one event in the background; :meth:`flush` waits for the acks.
+
+        The caller goes on at once: a run advances without waiting for the feed, and
+        events still leave in the order they were published (one connection, sent in
+        task creation order).
+        """
+        task = asyncio.create_task(self.publish_now(event))
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
+
+    async def flush(self) -> None:
+        """Wait until every event published so far is acknowledged (or has failed)."""
+        while self._pending:
+            await asyncio.gather(*list(self._pending))
+
+    async def publish_now(self, event: Event) -> None:
+        """Publish one event and wait for its ack; a fault is logged, never raised."""
         try:
             js = await self._jetstream()
             await js.publish(
@@ -159,6 +176,11 @@ class EventPublisher:
             )
         except Exception as exc:  # noqa: BLE001 - the feed must never fail the run
             log.warning("event %s not published: %s", event.subject, exc)
+
+    async def publish_many(self, events: list[Event]) -> None:
+        """Publish several events in the background, in order."""
+        for event in events:
+            await self.publish(event)
 
     async def publish_alert(self, alert: Alert) -> None:
         """Publish the notice on the alert subject and the alert event on the stream."""
@@ -172,7 +194,8 @@ class EventPublisher:
         await self.publish(alert)
 
     async def close(self) -> None:
-        """Drain and close the connection."""
+        """Wait for pending events, then drain and close the connection."""
+        await self.flush()
         if self._nc is not None and not self._nc.is_closed:
             await self._nc.drain()
         self._nc = self._js = None

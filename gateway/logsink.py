@@ -125,7 +125,7 @@ class LogSink:
 
 async def _publish(publisher: EventPublisher, batch: list[dict[str, Any]]) -> None:
     for line in batch:
-        await publisher.publish(
+        await publisher.publish_now(
             LogLine(
                 run_id=line["run_id"],
                 level=line["level"].lower(),

@@ -11,7 +11,7 @@ the decay index, the products and the dashboard address. No Docker, no network.
 from __future__ import annotations
 
 import asyncio
-import io
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -19,22 +19,24 @@ from typing import Any
 import click
 import numpy as np
 
-REPO_STACK = Path(__file__).resolve().parents[1] / "stack.yml"
 ARCSEC_PER_DEG = 3600.0
 
 
 def run_demo(port: int, data_dir: Path | None, events: int | None, seed: int | None) -> int:
     """Run the demo; the exit status (0 when the ToO run succeeded)."""
+    from local.chainkit import prepare_data_dir
     from local.cli_platform import Client, _data_dir
     from local.cli_runs import follow_run, print_dag
 
     clock = time.monotonic()
     data_dir = _data_dir(data_dir)
+    # before the stack starts: its functions find the schema migrated and the CALDB in place
+    os.environ["MXT_DATA_DIR"] = str(data_dir)
+    created = prepare_data_dir(data_dir, os.environ.get("MXT_DATABASE_URL"))
     stack_url = ensure_stack(data_dir, port)
     click.echo(f"stack ready at {stack_url} ({time.monotonic() - clock:.1f} s)")
     client = Client(data_dir, None)
-    ingested = ensure_caldb(data_dir)
-    click.echo(f"CALDB: {ingested}")
+    click.echo(f"CALDB: {created} model CALDB files ingested" if created else "CALDB: in place")
     scene = afterglow_scene(seed if seed is not None else int(time.time()) % 100_000, events)
     l0, truth = simulate_observation(scene)
     click.echo(
@@ -56,52 +58,16 @@ def run_demo(port: int, data_dir: Path | None, events: int | None, seed: int | N
 
 def ensure_stack(data_dir: Path, port: int) -> str:
     """The URL of the stack on ``data_dir``, started in the background when none runs."""
+    from local.chainkit import REPO_STACK
     from local.stack import EmbeddedStack, read_state
 
     state = read_state(data_dir)
     if state is not None:
         return str(state["gateway_url"])
-    prepare_database(data_dir)
     stack = EmbeddedStack(REPO_STACK, data_dir, port=port, env={"MXT_DATA_DIR": str(data_dir)})
     # left running on purpose: the operator browses the dashboard, then runs `mxt down`
     stack.start(timeout=120)
     return stack.url
-
-
-def prepare_database(data_dir: Path) -> None:
-    """Migrate the stack's database before its functions first use it."""
-    import os
-
-    from storage.db.engine import upgrade_to_head
-
-    data_dir.mkdir(parents=True, exist_ok=True)
-    os.environ.setdefault("MXT_DATA_DIR", str(data_dir))
-    from storage.settings import get_settings
-
-    upgrade_to_head(get_settings().resolved_database_url)
-
-
-def ensure_caldb(data_dir: Path) -> str:
-    """Ingest the model CALDB files the index lacks; what was done, for the operator."""
-    import os
-
-    os.environ.setdefault("MXT_DATA_DIR", str(data_dir))
-    from bricks.calibration import model_caldb_hdulists
-    from storage.caldb.index import IngestOptions, ingest
-    from storage.db.engine import transaction
-    from storage.objects import get_store
-
-    created = 0
-    files = model_caldb_hdulists()
-    with transaction() as db:
-        for filename, hdul in files.items():
-            buffer = io.BytesIO()
-            hdul.writeto(buffer, checksum=True)
-            result = ingest(db, get_store(), buffer.getvalue(), IngestOptions(filename=filename))
-            created += result.created
-    if created:
-        return f"model CALDB built and ingested ({created} files)"
-    return f"model CALDB already ingested ({len(files)} files)"
 
 
 def afterglow_scene(seed: int, events: int | None) -> Any:
@@ -149,14 +115,13 @@ def simulate_observation(scene: Any) -> tuple[Any, dict[str, Any]]:
 
 def drop_in_raw_bucket(data_dir: Path, client: Any, l0: Any, obs_id: str) -> str:
     """Upload the L0 file and publish its arrival; the run id the arrival started."""
+    from local.chainkit import fits_bytes
     from local.stack import read_state
     from storage.events import publish_object_created
     from storage.objects import get_store
 
-    buffer = io.BytesIO()
-    l0.writeto(buffer, checksum=True)
     key = f"{obs_id}/{obs_id}_mxt_l0.fits"
-    info = get_store().put("raw", key, buffer.getvalue(), content_type="application/fits")
+    info = get_store().put("raw", key, fits_bytes(l0), content_type="application/fits")
     state = read_state(data_dir) or {}
     asyncio.run(publish_object_created(str(state.get("nats_url")), info))
     deadline = time.monotonic() + 60

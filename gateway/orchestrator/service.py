@@ -11,6 +11,7 @@ gateway's queue drops a repeated dispatch of the same attempt.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import logging
 import secrets
@@ -111,13 +112,21 @@ def seed_programmes(db: Session) -> None:
     configdb.seed(db, specs)
 
 
+#: resolved DAGs by (programme, version): configdb versions are immutable, so a DAG once
+#: built never changes, and every completion of a run needs its DAG again
+_DAGS: dict[tuple[str, int], Dag] = {}
+
+
 def load_dag(db: Session, programme: str, version: int | None) -> tuple[Dag, int]:
     """The resolved DAG of a programme version (the active one by default)."""
+    if version is not None and (programme, version) in _DAGS:
+        return _DAGS[programme, version], version
     record = configdb.get_config(db, programme, version)
     spec = configdb.ConfigSpec(
         programme=record.programme, dag=record.dag, parameters=record.parameters
     )
-    return build_dag(spec), record.version
+    dag = _DAGS[programme, record.version] = build_dag(spec)
+    return dag, record.version
 
 
 @dataclass
@@ -240,12 +249,11 @@ class Orchestrator:
         back here).
         """
         while True:
-            with st.session() as db:
-                run = missiondb.get_run(db, run_id)
-                tasks = {t.brick: t for t in missiondb.run_tasks(db, run_id)}
-                available = set(_outputs(db, run_id)) | {RAW_PRODUCT}
-            if run.state != "running":
+            context = _load_context(run_id)
+            if context.run.state != "running":
                 return
+            tasks = context.tasks
+            available = set(context.outputs) | {RAW_PRODUCT}
             finished = {b for b, t in tasks.items() if t.state in ("succeeded", "skipped")}
             ready = [
                 brick
@@ -256,13 +264,21 @@ class Orchestrator:
             skipped = [b for b in ready if not set(dag.nodes[b].required) <= available]
             for brick in skipped:
                 await self._skip(run_id, tasks[brick], dag.nodes[brick].required, available)
-            for brick in ready:
-                task = tasks[brick]
-                if brick in skipped:
-                    continue
-                if task.state == "pending" and not _claim(task.task_id, run_id, brick):
-                    continue
-                await self._dispatch(run_id, dag, brick, max(task.attempts, 1))
+            claimed = [
+                brick
+                for brick in ready
+                if brick not in skipped
+                and (
+                    tasks[brick].state == "dispatched"
+                    or _claim(tasks[brick].task_id, run_id, brick)
+                )
+            ]
+            await asyncio.gather(
+                *(
+                    self._dispatch(context, dag, brick, max(tasks[brick].attempts, 1))
+                    for brick in claimed
+                )
+            )
             if not skipped:
                 return
 
@@ -290,21 +306,12 @@ class Orchestrator:
                 )
             )
 
-    async def _dispatch(self, run_id: str, dag: Dag, brick: str, attempt: int) -> None:
+    async def _dispatch(self, context: RunContext, dag: Dag, brick: str, attempt: int) -> None:
         node = dag.nodes[brick]
-        with st.session() as db:
-            outputs = _outputs(db, run_id)
-            caldb = {
-                f.codename: f"{f.bucket}/{f.key}"
-                for f in db.scalars(
-                    sa.select(st.RunCaldbFile).where(st.RunCaldbFile.run_id == run_id)
-                )
-            }
-            raw = _raw_ref(db, run_id)
-            run = missiondb.get_run(db, run_id)
+        run_id = context.run.run_id
         inputs = {}
         for product, producer in node.inputs.items():
-            ref = raw if producer == RAW_PRODUCER else outputs.get(product)
+            ref = context.raw if producer == RAW_PRODUCER else context.outputs.get(product)
             if ref is not None:
                 inputs[product] = ref
         task_id = st.task_id_of(run_id, brick)
@@ -313,8 +320,8 @@ class Orchestrator:
             "task_id": task_id,
             "inputs": inputs,
             "config": node.params,
-            "config_version": run.config_version,
-            "caldb": {c: caldb[c] for c in node.caldb if c in caldb},
+            "config_version": context.run.config_version,
+            "caldb": {c: context.caldb[c] for c in node.caldb if c in context.caldb},
         }
         call_id = task_call_id(run_id, brick, attempt)
         await self.gateway.invoke_async(
@@ -385,8 +392,7 @@ class Orchestrator:
                 duration=completed.duration,
             )
         )
-        for product in registered:
-            await self.events.publish(product)
+        await self.events.publish_many(registered)
         notice = next((p for p in registered if p.product == "notice_json"), None)
         if notice is not None:
             await self._publish_notice(run_id, brick, notice, registered)
@@ -400,13 +406,15 @@ class Orchestrator:
     ) -> None:
         bucket, _, key = notice.key.partition("/")
         voevent = next((p.key for p in registered if p.product == "notice_voevent"), None)
+        try:
+            body = orjson.loads(self._store().get(bucket, key))
+        except (MxtError, orjson.JSONDecodeError) as exc:
+            # the product is registered; only the alert is lost, and the log says so
+            log.error("notice %s not published: %s", notice.key, exc, extra={"run_id": run_id})
+            return
         await self.events.publish_alert(
             Alert(
-                run_id=run_id,
-                alert_type="position",
-                task=brick,
-                notice=orjson.loads(self._store().get(bucket, key)),
-                voevent_key=voevent,
+                run_id=run_id, alert_type="position", task=brick, notice=body, voevent_key=voevent
             )
         )
 
@@ -430,7 +438,7 @@ class Orchestrator:
                     attempt + 1,
                     extra={"run_id": run_id, "task_id": task_id},
                 )
-                await self._dispatch(run_id, dag, brick, attempt + 1)
+                await self._dispatch(_load_context(run_id), dag, brick, attempt + 1)
             return "retried"
         with _transaction() as db:
             won = _finish_task(db, task_id, attempt, "failed", reason)
@@ -570,6 +578,29 @@ def list_products(run_id: str) -> list[dict[str, Any]]:
 # ---------------------------------------------------------------------- helpers
 
 
+@dataclass(frozen=True)
+class RunContext:
+    """What dispatching needs of a run, read in one session."""
+
+    run: missiondb.RunRecord
+    tasks: dict[str, missiondb.TaskRecord]
+    outputs: dict[str, str]
+    caldb: dict[str, str]
+    raw: str
+
+
+def _load_context(run_id: str) -> RunContext:
+    with st.session() as db:
+        caldb = db.scalars(sa.select(st.RunCaldbFile).where(st.RunCaldbFile.run_id == run_id))
+        return RunContext(
+            run=missiondb.get_run(db, run_id),
+            tasks={t.brick: t for t in missiondb.run_tasks(db, run_id)},
+            outputs=_outputs(db, run_id),
+            caldb={f.codename: f"{f.bucket}/{f.key}" for f in caldb},
+            raw=_raw_ref(db, run_id),
+        )
+
+
 def _run_exists(run_id: str) -> bool:
     with st.session() as db:
         return db.scalar(sa.select(st.Run.id).where(st.Run.run_id == run_id)) is not None
@@ -690,18 +721,22 @@ def _finish_task(db: Session, task_id: str, attempt: int, state: str, error: str
 def _register_products(
     db: Session, run_id: str, task_id: str, response: dict[str, Any]
 ) -> list[ProductRegistered]:
-    """Insert-or-get each output with its provenance; partial when the run has ended."""
+    """Insert-or-get a brick's outputs with their provenance, in one round trip.
+
+    ``missiondb.register_product``'s rules, for a whole brick at once: the same name
+    with the same object is a repeat; with another object it is a ``Conflict``. A
+    product arriving after its run ended is kept, and marked partial.
+    """
     run = missiondb.get_run(db, run_id)
     provenance = dict(response.get("provenance", {}))
     provenance.setdefault("brick", response.get("brick"))
     provenance.setdefault("brick_version", response.get("version"))
     provenance["config_version"] = run.config_version
     provenance["programme"] = run.programme
-    events = []
+    specs = []
     for name, output in response.get("outputs", {}).items():
         bucket, _, key = output["ref"].partition("/")
-        record, created = missiondb.register_product(
-            db,
+        specs.append(
             missiondb.ProductSpec(
                 run_id=run_id,
                 task_id=task_id,
@@ -712,25 +747,36 @@ def _register_products(
                 size=output["size"],
                 content_type=output.get("content_type", "application/octet-stream"),
                 provenance=missiondb.Provenance(**provenance),
-            ),
+            )
         )
-        if run.state != "running":
-            db.execute(
-                sa.update(st.Product)
-                .where(st.Product.run_id == run_id, st.Product.name == name)
-                .values(partial=True)
+    existing = {
+        row.name: row
+        for row in db.scalars(
+            sa.select(st.Product).where(
+                st.Product.run_id == run_id, st.Product.name.in_([p.name for p in specs])
             )
-        if created:
-            events.append(
-                ProductRegistered(
-                    run_id=run_id,
-                    task=task_id.rpartition(".")[2],
-                    product=name,
-                    key=output["ref"],
-                    sha256=output["sha256"],
-                    size=output["size"],
-                )
+        )
+    }
+    events, now = [], datetime.now(UTC)
+    for spec in specs:
+        row = existing.get(spec.name)
+        if row is not None:
+            if (row.key, row.sha256) != (spec.key, spec.sha256):
+                raise Conflict(f"product {spec.name} of run {run_id} exists with another object")
+            continue
+        values = spec.model_dump(mode="json")
+        db.add(st.Product(**values, partial=run.state != "running", created_at=now))
+        events.append(
+            ProductRegistered(
+                run_id=run_id,
+                task=task_id.rpartition(".")[2],
+                product=spec.name,
+                key=f"{spec.bucket}/{spec.key}",
+                sha256=spec.sha256,
+                size=spec.size,
             )
+        )
+    db.flush()
     return events
 
 

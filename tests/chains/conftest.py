@@ -3,7 +3,8 @@ the orchestrator and brick functions, SQLite missiondb, local object store, and 
 model CALDB ingested; plus small simulated observations and a client for the runs API.
 
 The stack serves a stack file generated from the repository's ``stack.yml`` with only
-the functions chains need (orchestrator*, brick-*), so that it starts in seconds.
+the functions chains need (orchestrator*, brick-*: ``local.chainkit.stack_subset``),
+so that it starts in seconds.
 """
 
 from __future__ import annotations
@@ -16,56 +17,12 @@ from typing import Any
 
 import httpx
 import pytest
-import yaml
 from astropy.io import fits
 
+from local.chainkit import fits_bytes, prepare_data_dir, stack_subset
 from local.stack import EmbeddedStack
 
-REPO = Path(__file__).resolve().parents[2]
 TERMINAL = ("succeeded", "failed", "cancelled")
-
-
-def chain_stack_file(
-    target: Path, keep: tuple[str, ...] = ("orchestrator", "brick-"), extra: dict | None = None
-) -> Path:
-    """A stack file listing the repository's functions whose names start with ``keep``.
-
-    Handler folders become absolute paths so the file can live anywhere; ``extra``
-    adds functions (a test's own failing brick, say).
-    """
-    stack = yaml.safe_load((REPO / "stack.yml").read_text())
-    functions = {
-        name: {**spec, "handler": str(REPO / spec["handler"])}
-        for name, spec in stack["functions"].items()
-        if name.startswith(keep)
-    }
-    functions.update(extra or {})
-    document = {
-        "version": stack["version"],
-        "provider": stack["provider"],
-        "configuration": {"templates": [{"name": "python3-mxt"}]},
-        "functions": functions,
-    }
-    target.write_text(yaml.safe_dump(document, sort_keys=False))
-    return target
-
-
-def prepare_data_dir(data_dir: Path) -> None:
-    """Migrate the SQLite database and ingest the model CALDB into the local store."""
-    from bricks.calibration import model_caldb_hdulists
-    from storage.caldb.index import IngestOptions, ingest
-    from storage.db.engine import make_engine, transaction, upgrade_to_head
-
-    url = f"sqlite:///{data_dir / 'mxt.db'}"
-    data_dir.mkdir(parents=True, exist_ok=True)
-    upgrade_to_head(url)
-    store = local_store(data_dir)
-    engine = make_engine(url)
-    with transaction(engine) as db:
-        for filename, hdul in model_caldb_hdulists().items():
-            buffer = _fits_bytes(hdul)
-            ingest(db, store, buffer, IngestOptions(filename=filename))
-    engine.dispose()
 
 
 def local_store(data_dir: Path) -> Any:
@@ -75,14 +32,6 @@ def local_store(data_dir: Path) -> Any:
     store = LocalObjectStore(data_dir / "objects")
     store.ensure_buckets()
     return store
-
-
-def _fits_bytes(hdul: fits.HDUList) -> bytes:
-    import io
-
-    buffer = io.BytesIO()
-    hdul.writeto(buffer)
-    return buffer.getvalue()
 
 
 def small_scene(obs_id: str, program: str = "TargetOfOpportunity-Nom", seed: int = 3) -> Any:
@@ -119,7 +68,7 @@ class RunsClient:
         """Put an L0 file in the raw bucket; its ``raw/<obs_id>/<file>`` reference."""
         store = local_store(self.stack.data_dir)
         key = f"{obs_id}/{obs_id}_mxt_l0.fits"
-        store.put("raw", key, _fits_bytes(l0), content_type="application/fits")
+        store.put("raw", key, fits_bytes(l0), content_type="application/fits")
         return f"raw/{key}"
 
     def start(self, raw_ref: str, **fields: Any) -> httpx.Response:
@@ -177,7 +126,7 @@ def chain_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedSt
     root = tmp_path_factory.mktemp("chain")
     data_dir = root / "data"
     prepare_data_dir(data_dir)
-    stack_file = chain_stack_file(root / "stack.yml")
+    stack_file = stack_subset(root / "stack.yml")
     stack = EmbeddedStack(stack_file, data_dir, env={"MXT_DATA_DIR": str(data_dir)})
     stack.start(timeout=90)
     yield stack

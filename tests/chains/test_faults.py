@@ -12,9 +12,10 @@ from typing import Any
 import psutil
 import pytest
 
+from local.chainkit import prepare_data_dir, stack_subset
 from local.natsd import NatsServer
 from local.stack import EmbeddedStack
-from tests.chains.conftest import RunsClient, chain_stack_file, local_store, prepare_data_dir
+from tests.chains.conftest import RunsClient, local_store
 
 HERE = Path(__file__).parent
 
@@ -90,7 +91,7 @@ def own_stack(tmp_path: Path) -> Any:
     ) -> RunsClient:
         data_dir = tmp_path / f"data{len(stacks)}"
         prepare_data_dir(data_dir)
-        stack_file = chain_stack_file(tmp_path / f"stack{len(stacks)}.yml", extra=extra)
+        stack_file = stack_subset(tmp_path / f"stack{len(stacks)}.yml", extra=extra)
         stack = EmbeddedStack(
             stack_file,
             data_dir,

@@ -1,0 +1,259 @@
+"""Chain benchmark: prints figures, asserts nothing.
+
+- per-hop overhead of the chain: the ToO programme with every brick a no-op function
+  (``bench/noop_brick``), so that the time between one brick's dispatch and the next
+  one's is the orchestration alone (queue worker, completion event, connector, advance,
+  dispatch through the gateway);
+- ToO latency, warm stack: from the L0 file's upload to the raw bucket (its arrival
+  event starts the run) to the position notice received on ``mxt.alerts.notice``, for
+  about 10⁵ and 10⁶ events;
+- observations per minute through the full CP chain, observations submitted at once.
+
+Run: ``python bench/chain.py [--hops-runs N] [--cp-observations N] [--sizes 1e5 1e6]``.
+Targets (issue 5): hop ≤ 15 ms; ToO notice ≤ 5 s after upload for 10⁵ events.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import nats
+
+HERE = Path(__file__).resolve().parent
+# run as a script, this folder comes first on sys.path and bench/gateway.py would shadow
+# the gateway package
+if sys.path and Path(sys.path[0]).resolve() == HERE:
+    sys.path[0] = str(HERE.parent)
+
+from gateway.events import ALERT_SUBJECT  # noqa: E402
+from local.chainkit import fits_bytes, prepare_data_dir, stack_subset  # noqa: E402
+from local.stack import EmbeddedStack  # noqa: E402
+
+
+def start_stack(root: Path, replace: dict[str, Path] | None = None) -> EmbeddedStack:
+    data_dir = root / "data"
+    prepare_data_dir(data_dir)
+    stack_file = stack_subset(root / "stack.yml", replace_handler=replace)
+    stack = EmbeddedStack(stack_file, data_dir, env={"MXT_DATA_DIR": str(data_dir)})
+    return stack.start(timeout=120)
+
+
+def store_of(stack: EmbeddedStack) -> Any:
+    from storage.local import LocalObjectStore
+
+    return LocalObjectStore(stack.data_dir / "objects")
+
+
+def scene(obs_id: str, events: float, program: str, seed: int) -> Any:
+    """An afterglow whose observation holds about ``events`` events (source-dominated)."""
+    from bricks.simulate import Scene, Source
+
+    t0 = 288_000_000.0
+    duration = 2000.0
+    # 2e-10 erg/cm²/s gives about 0.6 count/s at this decay: scale the flux to the count
+    flux = max(2e-10, 2e-10 * events / (0.6 * duration))
+    return Scene(
+        obs_id=obs_id,
+        program=program,
+        burst_id="sb26022501",
+        object="GRB bench",
+        ra_pnt=45.0,
+        dec_pnt=10.0,
+        trigger_time=t0,
+        tstart=t0 + 300.0,
+        duration=duration,
+        sources=[Source(ra=45.02, dec=10.01, flux=flux, decay_index=1.2, flux_time_s=300.0)],
+        seed=seed,
+    )
+
+
+def simulate_bytes(obs_id: str, events: float, program: str, seed: int) -> tuple[bytes, int]:
+    from bricks.simulate import simulate
+
+    l0, truth = simulate(scene(obs_id, events, program, seed))
+    return fits_bytes(l0), int(truth["n_events"])
+
+
+def start_run(client: httpx.Client, stack: EmbeddedStack, raw: str) -> str:
+    response = client.post(f"{stack.url}/mxt/runs", json={"raw_key": raw}, auth=stack.auth)
+    response.raise_for_status()
+    return response.json()["run_id"]
+
+
+def wait_run(client: httpx.Client, stack: EmbeddedStack, run_id: str) -> dict[str, Any]:
+    while True:
+        run = client.get(f"{stack.url}/mxt/runs/{run_id}").json()
+        if run["state"] in ("succeeded", "failed", "cancelled"):
+            return run
+        time.sleep(0.05)
+
+
+def upload(stack: EmbeddedStack, obs_id: str, data: bytes) -> tuple[str, Any]:
+    key = f"{obs_id}/{obs_id}_mxt_l0.fits"
+    info = store_of(stack).put("raw", key, data, content_type="application/fits")
+    return f"raw/{key}", info
+
+
+# ---------------------------------------------------------------------- hops
+
+
+def hop_overhead(runs: int) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        stack = start_stack(Path(tmp), replace={"brick-": HERE / "noop_brick"})
+        try:
+            client = httpx.Client(timeout=60)
+            data, _ = simulate_bytes("hopobs", 1e3, "TargetOfOpportunity-Nom", 1)
+            gaps: list[float] = []
+            walls: list[float] = []
+            for i in range(runs + 1):
+                raw, _ = upload(stack, "hopobs", data)
+                started = time.perf_counter()
+                run = wait_run(client, stack, start_run(client, stack, raw))
+                wall = time.perf_counter() - started
+                if i == 0:
+                    continue  # warm-up
+                walls.append(wall)
+                gaps += chain_gaps(run)
+            print("per-hop overhead (no-op bricks, ToO DAG, dispatch → next dispatch)")
+            print(f"  hops measured     {len(gaps)} over {runs} runs")
+            print(f"  median            {statistics.median(gaps) * 1e3:8.1f} ms   (target ≤ 15 ms)")
+            print(f"  p90               {percentile(gaps, 0.9) * 1e3:8.1f} ms")
+            print(f"  whole no-op run   {statistics.median(walls):8.3f} s (median, 10 bricks)")
+            advance = call_durations(stack, "orchestrator-advance")
+            brick = call_durations(stack, "brick-detect")
+            print(
+                f"  of a hop: orchestrator-advance call {statistics.median(advance) * 1e3:6.1f} ms"
+            )
+            print(f"            no-op brick call          {statistics.median(brick) * 1e3:6.1f} ms")
+        finally:
+            stack.stop()
+
+
+def call_durations(stack: EmbeddedStack, function: str) -> list[float]:
+    """Seconds each call of ``function`` took inside its process (its ``call finished`` lines)."""
+    import json
+
+    durations = []
+    for line in (stack.data_dir / "logs" / f"{function}.log").read_text().splitlines():
+        record = line.partition(" ")[2]
+        if '"call finished"' in record:
+            durations.append(float(json.loads(record)["duration_seconds"]))
+    return durations or [float("nan")]
+
+
+def chain_gaps(run: dict[str, Any]) -> list[float]:
+    """Seconds from each brick's dispatch to the dispatch of a brick that needs it."""
+    started = {t["brick"]: datetime.fromisoformat(t["started_at"]) for t in run["tasks"]}
+    gaps = []
+    for task in run["tasks"]:
+        if task["needs"]:
+            last = max(started[n] for n in task["needs"])
+            gaps.append((started[task["brick"]] - last).total_seconds())
+    return gaps
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+# -------------------------------------------------------------- ToO latency
+
+
+def too_latency(sizes: list[float]) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        stack = start_stack(Path(tmp))
+        try:
+            client = httpx.Client(timeout=60)
+            warm, _ = simulate_bytes("toowarm", 1e4, "TargetOfOpportunity-Nom", 2)
+            raw, _ = upload(stack, "toowarm", warm)
+            wait_run(client, stack, start_run(client, stack, raw))
+            print("ToO latency, warm stack: raw upload → notice on mxt.alerts.notice")
+            for size in sizes:
+                obs_id = f"too{int(size)}"
+                data, events = simulate_bytes(obs_id, size, "TargetOfOpportunity-Nom", 3)
+
+                upload_s, notice_s = asyncio.run(notice_latency(stack, obs_id, data))
+                print(
+                    f"  {events:>9,d} events ({len(data) / 1e6:6.1f} MB): notice {notice_s:6.2f} s "
+                    f"after upload start (upload itself {upload_s:5.2f} s)   (target ≤ 5 s at 10⁵)"
+                )
+        finally:
+            stack.stop()
+
+
+async def notice_latency(stack: EmbeddedStack, obs_id: str, data: bytes) -> tuple[float, float]:
+    """Seconds to upload, and from the upload's start to the notice on NATS."""
+    from storage.events import publish_object_created
+
+    nc = await nats.connect(stack.nats_url)
+    got = asyncio.get_running_loop().create_future()
+
+    async def on_notice(msg: Any) -> None:
+        if not got.done():
+            got.set_result(time.perf_counter())
+
+    await nc.subscribe(ALERT_SUBJECT, cb=on_notice)
+    t0 = time.perf_counter()
+    _, info = upload(stack, obs_id, data)
+    t1 = time.perf_counter()
+    await publish_object_created(stack.nats_url, info)
+    notice_at = await asyncio.wait_for(got, 300)
+    await nc.drain()
+    return t1 - t0, notice_at - t0
+
+
+# ------------------------------------------------------------ CP throughput
+
+
+def cp_throughput(count: int) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        stack = start_stack(Path(tmp))
+        try:
+            client = httpx.Client(timeout=60)
+            warm, _ = simulate_bytes("cpwarm", 1e4, "CoreProgram", 4)
+            raw, _ = upload(stack, "cpwarm", warm)
+            wait_run(client, stack, start_run(client, stack, raw))
+            files = [simulate_bytes(f"cp{i:03d}", 1e4, "CoreProgram", 10 + i) for i in range(count)]
+            refs = [upload(stack, f"cp{i:03d}", data)[0] for i, (data, _) in enumerate(files)]
+            started = time.perf_counter()
+            with ThreadPoolExecutor(count) as pool:
+                run_ids = list(pool.map(lambda r: start_run(client, stack, r), refs))
+                finals = list(pool.map(lambda r: wait_run(client, stack, r), run_ids))
+            wall = time.perf_counter() - started
+            ok = sum(run["state"] == "succeeded" for run in finals)
+            events = statistics.mean(e for _, e in files)
+            print(f"CP throughput: {count} observations (~{events:,.0f} events each) at once")
+            rate = 60 * ok / wall
+            print(f"  {ok}/{count} succeeded in {wall:.1f} s: {rate:.1f} observations/minute")
+        finally:
+            stack.stop()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--hops-runs", type=int, default=10)
+    parser.add_argument("--cp-observations", type=int, default=10)
+    parser.add_argument("--sizes", type=float, nargs="*", default=[1e5, 1e6])
+    parser.add_argument("--only", choices=["hops", "too", "cp"], default=None)
+    args = parser.parse_args()
+    if args.only in (None, "hops"):
+        hop_overhead(args.hops_runs)
+    if args.only in (None, "too"):
+        too_latency(args.sizes)
+    if args.only in (None, "cp"):
+        cp_throughput(args.cp_observations)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,100 @@
+"""Standing up a processing stack on a data directory: shared by ``mxt demo``, the chain
+tests and ``bench/chain.py``.
+
+- :func:`prepare_data_dir`: migrate the database and ingest the model CALDB files the
+  index lacks (idempotent);
+- :func:`stack_subset`: a stack file listing only some of the repository's functions
+  (the orchestrator and the bricks, say), plus any of a caller's own, so a stack starts
+  in seconds;
+- :func:`fits_bytes`: an HDUList as the bytes of a FITS file.
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+REPO_STACK = REPO / "stack.yml"
+CHAIN_FUNCTIONS = ("orchestrator", "brick-")
+
+
+def fits_bytes(hdul: Any) -> bytes:
+    """The bytes of ``hdul`` written as a FITS file (with checksums)."""
+    buffer = io.BytesIO()
+    hdul.writeto(buffer, checksum=True)
+    return buffer.getvalue()
+
+
+def prepare_data_dir(data_dir: Path, database_url: str | None = None) -> int:
+    """Migrate the database and ingest the model CALDB; how many CALDB files were new.
+
+    Parameters
+    ----------
+    data_dir
+        The stack's data directory (objects under ``objects/``, SQLite ``mxt.db``).
+    database_url
+        The database; SQLite in ``data_dir`` when omitted.
+    """
+    from bricks.calibration import model_caldb_hdulists
+    from storage.caldb.index import IngestOptions, ingest
+    from storage.db.engine import make_engine, transaction, upgrade_to_head
+    from storage.local import LocalObjectStore
+
+    data_dir.mkdir(parents=True, exist_ok=True)
+    url = database_url or f"sqlite:///{data_dir / 'mxt.db'}"
+    upgrade_to_head(url)
+    store = LocalObjectStore(data_dir / "objects")
+    store.ensure_buckets()
+    engine = make_engine(url)
+    created = 0
+    try:
+        with transaction(engine) as db:
+            for filename, hdul in model_caldb_hdulists().items():
+                options = IngestOptions(filename=filename)
+                created += ingest(db, store, fits_bytes(hdul), options).created
+    finally:
+        engine.dispose()
+    return created
+
+
+def stack_subset(
+    target: Path,
+    keep: tuple[str, ...] = CHAIN_FUNCTIONS,
+    extra: dict[str, Any] | None = None,
+    replace_handler: dict[str, Path] | None = None,
+) -> Path:
+    """Write a stack file with the repository's functions whose names start with ``keep``.
+
+    Parameters
+    ----------
+    target
+        Where to write it (handler folders become absolute, so it may live anywhere).
+    extra
+        Functions to add or replace, as stack.yml entries.
+    replace_handler
+        Function name prefix → a handler folder serving every function with that prefix
+        (the benchmarks' no-op bricks).
+    """
+    stack = yaml.safe_load(REPO_STACK.read_text())
+    functions = {}
+    for name, spec in stack["functions"].items():
+        if not name.startswith(keep):
+            continue
+        handler = REPO / spec["handler"]
+        for prefix, folder in (replace_handler or {}).items():
+            if name.startswith(prefix):
+                handler = folder
+        functions[name] = {**spec, "handler": str(handler)}
+    functions.update(extra or {})
+    document = {
+        "version": stack["version"],
+        "provider": stack["provider"],
+        "configuration": {"templates": [{"name": "python3-mxt"}]},
+        "functions": functions,
+    }
+    target.write_text(yaml.safe_dump(document, sort_keys=False))
+    return target
