@@ -8,6 +8,7 @@ Consumers therefore read one shape whatever the deployment.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 from datetime import UTC, datetime
@@ -20,6 +21,8 @@ from storage.objects import ObjectInfo
 STREAM = "MXT_STORAGE"
 STREAM_SUBJECTS = ["mxt.storage.>"]
 EVENT_NAME = "s3:ObjectCreated:Put"
+#: how long a publisher waits for NATS to accept a connection, in seconds
+CONNECT_SECONDS = 5.0
 
 
 def subject_for(bucket: str) -> str:
@@ -101,7 +104,10 @@ async def publish_object_created(nats_url: str, info: ObjectInfo) -> None:
 
     body = json.dumps(object_created_event(info)).encode()
     try:
-        nc = await nats.connect(nats_url, connect_timeout=2, max_reconnect_attempts=0)
+        # nats-py retries a refused first connection forever unless told otherwise
+        nc = await asyncio.wait_for(
+            nats.connect(nats_url, connect_timeout=2, allow_reconnect=False), CONNECT_SECONDS
+        )
     except (OSError, NatsError, TimeoutError) as exc:
         raise Transient(f"cannot reach NATS at {nats_url}: {exc}") from exc
     try:

@@ -329,6 +329,30 @@ def test_upload_publishes_minio_shaped_event(call, nats_server, monkeypatch):
     assert record["s3"]["object"]["contentType"] == "application/fits"
     download = call("objects-download").get("/", params={"bucket": "raw", "key": "obs-7/l0.fits"})
     assert download.content == data
+    # the same content again is the same event (Nats-Msg-Id): the stream keeps one
+    call("objects-upload").post("/", content=data, params={"key": "obs-7/l0.fits"})
+    assert asyncio.run(_stream_messages(nats_server.url)) == 1
+
+
+def test_upload_with_nats_down_is_retryable(call, monkeypatch):
+    from local.natsd import free_port
+
+    monkeypatch.setenv("MXT_NATS_URL", f"nats://127.0.0.1:{free_port()}")
+    get_settings.cache_clear()
+    response = call("objects-upload").post("/", content=b"x", params={"key": "obs-8/l0.fits"})
+    assert_error(response, 503, "NATS")
+    assert response.json()["kind"] == "transient"
+
+
+async def _stream_messages(url: str) -> int:
+    import nats
+
+    nc = await nats.connect(url)
+    try:
+        info = await nc.jetstream().stream_info("MXT_STORAGE")
+        return info.state.messages
+    finally:
+        await nc.close()
 
 
 async def _last_storage_event(url: str) -> dict:
