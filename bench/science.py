@@ -127,12 +127,16 @@ def make_l0_files(sizes: list[int], directory: Path) -> dict[int, tuple[Path, st
     return files
 
 
-def peak_rss_mb() -> float:
-    """This process's resident-set high-water mark, MB."""
+def _status_mb(field: str) -> float:
     for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
+        if line.startswith(f"{field}:"):
             return float(line.split()[1]) / 1024.0
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def peak_rss_mb() -> float:
+    """This process's resident-set high-water mark, MB."""
+    return _status_mb("VmHWM")
 
 
 def _warm_matplotlib() -> None:
@@ -161,6 +165,8 @@ def run_one(path: Path) -> dict:
     baseline_mb = peak_rss_mb()
     rows: dict[str, int] = {}
     seconds: dict[str, float] = {}
+    after_mb: dict[str, float] = {}
+    high_mb: dict[str, float] = {}
 
     def on_product(product, value, brick) -> None:
         if product.name in EVENTS_IN.values() and "EVENTS" in value:
@@ -169,6 +175,9 @@ def run_one(path: Path) -> dict:
     def progress(event) -> None:
         if event.stage == "done":
             seconds[event.brick] = event.seconds
+            # RSS once the brick's products exist and what nobody needs is dropped
+            after_mb[event.brick] = _status_mb("VmRSS")
+            high_mb[event.brick] = peak_rss_mb()
 
     # Import every brick and draw one throw-away figure before timing (matplotlib's first
     # draw loads fonts: ~1 s once per process); a warm function pays neither.
@@ -196,6 +205,8 @@ def run_one(path: Path) -> dict:
         "total": total,
         "peak_mb": peak_mb,
         "baseline_mb": baseline_mb,
+        "after_mb": after_mb,
+        "high_mb": high_mb,
     }
 
 
@@ -203,15 +214,25 @@ def report(size: int, how: str, result: dict) -> None:
     rows, seconds = result["rows"], result["seconds"]
     n = rows["l0"]
     print(f"\n== {n:,} L0 events ({how}); {rows.get('l2_events', 0):,} after screening")
-    print(f"{'brick':<12s} {'seconds':>9s} {'events in':>12s} {'M events/s':>11s}  target 2")
+    print(
+        f"{'brick':<12s} {'seconds':>9s} {'events in':>12s} {'M events/s':>11s} "
+        f"{'RSS after':>10s} {'peak so far':>12s}  (target 2 M events/s)"
+    )
+    after, high = result["after_mb"], result["high_mb"]
     for brick, dt in seconds.items():
         source = EVENTS_IN.get(brick)
         if source is None or source not in rows:
-            print(f"{brick:<12s} {dt:9.3f} {'-':>12s} {'-':>11s}")
+            print(
+                f"{brick:<12s} {dt:9.3f} {'-':>12s} {'-':>11s} {after[brick]:9.0f}M "
+                f"{high[brick]:11.0f}M"
+            )
             continue
         rate = rows[source] / dt / 1e6 if dt > 0 else float("inf")
         flag = "" if rate >= 2.0 else "  BELOW TARGET"
-        print(f"{brick:<12s} {dt:9.3f} {rows[source]:12,d} {rate:11.2f}{flag}")
+        print(
+            f"{brick:<12s} {dt:9.3f} {rows[source]:12,d} {rate:11.2f} {after[brick]:9.0f}M "
+            f"{high[brick]:11.0f}M{flag}"
+        )
     print(f"{'pipeline':<12s} {result['total']:9.3f} {n:12,d} {n / result['total'] / 1e6:11.2f}")
     print(f"peak RSS {result['peak_mb']:.0f} MB (after imports {result['baseline_mb']:.0f} MB)")
 
