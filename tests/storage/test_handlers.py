@@ -384,3 +384,75 @@ def test_upload_too_large(call):
     response = call("objects-upload").post("/", content=b"\0" * 300_000, params={"key": "big"})
     assert_error(response, 413)
     assert get_store().list("raw").items == []
+
+
+# -- every JSON operation refuses malformed, unknown, mistyped and oversized input --------
+VALID_BODIES = {
+    "configdb-put": {"programme": "ToO", "dag": DAG},
+    "configdb-get": {"programme": "ToO"},
+    "configdb-list": {"programme": "ToO"},
+    "configdb-activate": {"programme": "ToO", "version": 1},
+    "missiondb-register-observation": OBSERVATION,
+    "missiondb-get-observation": {"obs_id": "obs-1"},
+    "missiondb-query": {"entity": "runs"},
+    "missiondb-create-run": {"run_id": "r1", "programme": "ToO"},
+    "missiondb-register-product": {
+        "run_id": "r1",
+        "name": "p",
+        "key": "r1/p",
+        "sha256": "0" * 64,
+        "size": 1,
+        "provenance": {"brick": "b", "brick_version": "1"},
+    },
+    "missiondb-append-logs": {
+        "lines": [{"time": "2026-01-01T00:00:00Z", "level": "INFO", "message": "m"}]
+    },
+    "caldb-query": {"codename": "GAIN"},
+    "caldb-list": {"codename": "GAIN"},
+    "caldb-set-quality": {"key": "data/svom/mxt/bcf/gain/g.fits", "quality": 5},
+    "caldb-download": {"key": "data/svom/mxt/bcf/gain/g.fits"},
+    "objects-download": {"bucket": "raw", "key": "obs-1/l0.fits"},
+}
+
+
+def stored_rows(url: str) -> int:
+    import sqlalchemy as sa
+
+    from storage.db.base import Base
+
+    engine = sa.create_engine(url)
+    try:
+        with engine.connect() as connection:
+            return sum(
+                connection.execute(sa.select(sa.func.count()).select_from(table)).scalar()
+                for table in Base.metadata.sorted_tables
+            )
+    finally:
+        engine.dispose()
+
+
+def bad_bodies(valid: dict) -> list[tuple[bytes, int, str]]:
+    first = next(iter(valid))
+    return [
+        (b'{"truncated": ', 400, "JSON"),
+        (b"[1, 2]", 422, ""),
+        (json.dumps({**valid, "unexpected": 1}).encode(), 422, "unexpected"),
+        (json.dumps({**valid, first: [[1]]}).encode(), 422, first),
+        (json.dumps({**valid, "padding": "x" * 300_000}).encode(), 413, ""),
+    ]
+
+
+@pytest.mark.parametrize("function", sorted(VALID_BODIES))
+def test_every_operation_refuses_bad_json(call, migrated_url, function):
+    client = call(function)
+    for body, status, word in bad_bodies(VALID_BODIES[function]):
+        response = client.post("/", content=body, headers={"content-type": "application/json"})
+        assert_error(response, status, word)
+    assert stored_rows(migrated_url) == 0
+    assert all(get_store().list(b).items == [] for b in ("raw", "products", "caldb", "logs"))
+
+
+@pytest.mark.parametrize("key", HOSTILE_KEYS)
+def test_objects_download_hostile_key(call, key):
+    response = call("objects-download").get("/", params={"bucket": "raw", "key": key})
+    assert 400 <= response.status_code < 500 and response.status_code != 404
