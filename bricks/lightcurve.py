@@ -46,6 +46,8 @@ from bricks.regions import (
 VERSION = "1.0.0"
 #: Most bins a fixed-width light curve may have (guards against a tiny bin width).
 MAX_BINS = 1_000_000
+#: Most groups the decay fit evaluates (adjacent bins are summed beyond; exact).
+MAX_FIT_GROUPS = 2000
 
 
 class LightcurveConfig(RegionConfig):
@@ -208,12 +210,48 @@ def empty_fit(t0: float, n_bins: int, status: str) -> dict[str, Any]:
         "chi2": None,
         "dof": max(n_bins - 2, 0),
         "n_bins": n_bins,
+        "n_groups": n_bins,
         "status": status,
     }
 
 
+def merge_contiguous(
+    lo: np.ndarray,
+    hi: np.ndarray,
+    live: np.ndarray,
+    counts: np.ndarray,
+    bkg_counts: np.ndarray,
+    max_groups: int,
+) -> tuple[np.ndarray, ...]:
+    """Runs of adjacent bins with the same live fraction summed into at most ~``max_groups``.
+
+    Exact for the decay fit: summed Poisson counts are Poisson, and the model integral
+    over a run of adjacent bins of one live fraction is the integral over its span.
+    """
+    n = lo.size
+    chunk = -(-n // max_groups)
+    adjacent = np.isclose(lo[1:], hi[:-1], rtol=0.0, atol=1e-6) & np.isclose(
+        live[1:], live[:-1], rtol=1e-9
+    )
+    opens = np.concatenate([[True], ~adjacent | (np.arange(1, n) % chunk == 0)])
+    group = np.cumsum(opens) - 1
+    closes = np.append(opens[1:], True)
+    return (
+        lo[opens],
+        hi[closes],
+        live[opens],
+        np.bincount(group, counts),
+        np.bincount(group, bkg_counts),
+    )
+
+
 def fit_decay(
-    bins: Bins, live_fraction: np.ndarray, area_ratio: float, response: float, t0: float
+    bins: Bins,
+    live_fraction: np.ndarray,
+    area_ratio: float,
+    response: float,
+    t0: float,
+    max_groups: int = MAX_FIT_GROUPS,
 ) -> dict[str, Any]:
     """Fit ``rate = norm * (t - t0) ** -alpha`` to the binned counts by W statistic.
 
@@ -230,6 +268,9 @@ def fit_decay(
         subtraction (effective PSF fraction times vignetting).
     t0
         Reference time, mission seconds.
+    max_groups
+        Above this many bins, adjacent bins are summed for the fit
+        (:func:`merge_contiguous`: exact, and it bounds the fit's cost).
 
     Returns
     -------
@@ -237,7 +278,8 @@ def fit_decay(
         ``alpha``, ``alpha_err``, ``norm`` (corrected counts/s at t - t0 = 1 s),
         ``t0``, ``statistic`` ("wstat"), ``wstat`` (W at the best fit, XSPEC's Cash
         statistic with the background profiled), ``chi2`` (Pearson, against the best
-        model), ``dof``, ``n_bins``, ``status``.
+        model), ``dof`` (fitted groups - 2), ``n_bins`` (light curve bins used),
+        ``n_groups`` (groups fitted), ``status``.
     """
     usable = (bins.start > t0) & (live_fraction > 0)
     n = int(np.count_nonzero(usable))
@@ -248,6 +290,10 @@ def fit_decay(
     counts = bins.src_counts[usable].astype(np.float64)
     bkg_counts = bins.bkg_counts[usable].astype(np.float64)
     live = live_fraction[usable] * response
+    if n > max_groups:
+        lo, hi, live, counts, bkg_counts = merge_contiguous(
+            lo, hi, live, counts, bkg_counts, max_groups
+        )
     args = (lo, hi, live, counts, bkg_counts, area_ratio)
     start = _initial_guess(lo, hi, live, counts, area_ratio * bkg_counts)
     best = optimize.minimize(
@@ -268,6 +314,8 @@ def fit_decay(
         "norm": float(10.0**log_norm),
         "wstat": float(best.fun),
         "chi2": chi2,
+        "dof": max(counts.size - 2, 0),
+        "n_groups": int(counts.size),
         "status": "ok" if best.success and errors[1] is not None else "fit_failed",
     }
 

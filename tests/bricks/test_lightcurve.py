@@ -11,7 +11,7 @@ from pydantic import ValidationError
 
 from bricks.calibration import model_calibrations
 from bricks.errors import BadInput
-from bricks.lightcurve import BRICK, LightcurveConfig
+from bricks.lightcurve import BRICK, Bins, LightcurveConfig, fit_decay
 from tests.bricks.synthetic_l2 import Scene, make_l2, position_of
 
 CAL = model_calibrations()
@@ -253,3 +253,24 @@ def test_counts_bins_never_split_a_frame():
     for t in np.unique(times[:2000]):
         assert len(np.unique(bin_of_event[times == t])) == 1
     assert np.median(rate["COUNTS"]) >= 3
+
+
+def test_merging_adjacent_bins_for_the_fit_changes_nothing_but_the_cost(bright):
+    """Summing adjacent bins of one live fraction is exact: same decay, same error."""
+    scene, l2, truth = bright
+    binned = _run(l2, position_of(truth), min_counts=5)
+    full = binned["lightcurve_fit"]
+    rate = binned["lightcurve"]["RATE"].data
+    assert full["n_bins"] > 2000 > full["n_groups"]  # the brick merged for its fit
+    start, stop = rate["TIME"] - rate["TIMEDEL"] / 2, rate["TIME"] + rate["TIMEDEL"] / 2
+    bins = Bins(start, stop, rate["COUNTS"], rate["BKG_CNTS"], rate["EXPOSURE"])
+    header = binned["lightcurve"]["RATE"].header
+    area_ratio = float(np.sum(rate["BACKV"] * rate["EXPOSURE"]) / max(rate["BKG_CNTS"].sum(), 1))
+    response = header["PSFFREFF"] * header["VIGNET"]
+    live = rate["FRACEXP"]
+    whole = fit_decay(bins, live, area_ratio, response, truth["t0"], max_groups=10_000)
+    merged = fit_decay(bins, live, area_ratio, response, truth["t0"], max_groups=100)
+    assert merged["n_groups"] <= 110 and whole["n_groups"] == whole["n_bins"]
+    assert merged["alpha"] == pytest.approx(whole["alpha"], abs=0.1 * whole["alpha_err"])
+    assert merged["alpha_err"] == pytest.approx(whole["alpha_err"], rel=0.05)
+    assert whole["alpha"] == pytest.approx(full["alpha"], abs=0.1 * whole["alpha_err"])
