@@ -147,7 +147,7 @@ def sky_to_detector_offsets(
 
 def radius_enclosing(psf: Any, fraction: float) -> float:
     """Radius of the circle about the PSF centre enclosing ``fraction``, arcmin."""
-    radii = np.linspace(0.05, 45.0, 2000)
+    radii = np.linspace(0.05, 45.0, 900)  # 0.05' steps: interpolation error < 1e-4
     enclosed = np.maximum.accumulate(np.asarray(psf.enclosed_fraction(radii), dtype=float))
     if fraction > enclosed[-1]:
         raise BadInput(
