@@ -1,7 +1,7 @@
 // The dashboard's entry point: hash routes, login dialog, page lifecycle.
 
 import { loggedIn, login, logout } from "./api.js";
-import { caldbPage, configsPage, observationsPage } from "./browse.js";
+import { caldbPage, configsPage, functionsPage, observationsPage } from "./browse.js";
 import { fill, h, notice } from "./dom.js";
 import { runPage } from "./run.js";
 import { runsPage } from "./runs.js";
@@ -26,6 +26,7 @@ async function route() {
     else if (section === "observations") await observationsPage(main);
     else if (section === "caldb") await caldbPage(main);
     else if (section === "configs") await configsPage(main);
+    else if (section === "functions") cleanup = await functionsPage(main);
     else fill(main, h("h1", {}, "Not found"), notice("error", `No page ${location.hash}.`));
   } catch (error) {
     fill(main, notice("error", `This page failed: ${error.message}`));

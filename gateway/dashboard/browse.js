@@ -1,6 +1,6 @@
 // Browsing pages: observations, CALDB files, programme configurations.
 
-import { caldbURL, getJSON } from "./api.js";
+import { caldbURL, getJSON, loggedIn } from "./api.js";
 import { fill, fmtTime, h, notice } from "./dom.js";
 
 function table(headers, rows) {
@@ -89,4 +89,44 @@ export async function configsPage(main) {
           h("td", {}, fmtTime(c.created_at)), h("td", {}, c.comment || ""),
           h("td", {}, c.dag.map((node) => node.brick).join(" → ")),
           h("td", {}, h("details", {}, h("summary", {}, "show"), h("pre", {}, JSON.stringify({ dag: c.dag, parameters: c.parameters }, null, 2))))))))));
+}
+
+const FUNCTIONS_REFRESH_MS = 3000;
+
+function functionRow(f) {
+  const annotations = f.annotations || {};
+  const entry = [annotations["com.mxt.routes"], annotations.topic && `topic ${annotations.topic}`].filter(Boolean).join("; ");
+  const ready = f.availableReplicas >= f.replicas;
+  return h("tr", { "data-function": f.name },
+    h("th", { scope: "row" }, f.name),
+    h("td", { class: "num" }, `${f.availableReplicas} / ${f.replicas}`),
+    h("td", {}, h("span", { class: `badge state-${ready ? "succeeded" : "running"}` }, ready ? "ready" : "starting")),
+    h("td", { class: "num" }, String(f.invocationCount)),
+    h("td", {}, fmtTime(f.createdAt)),
+    h("td", {}, h("code", {}, entry || `/function/${f.name}`)));
+}
+
+/** The deployed functions (the OpenFaaS /system/functions list), refreshed while shown. */
+export async function functionsPage(main) {
+  const body = h("tbody", { id: "functions-body" });
+  const message = h("div", { "aria-live": "polite" });
+  fill(main, h("h1", {}, "Functions"),
+    h("p", { class: "muted" }, "Deployed functions as the gateway sees them; a function deployed now appears here within seconds."),
+    message, table(["Function", "Replicas", "State", "Invocations", "Deployed (UTC)", "Reached by"], []));
+  main.querySelector("table tbody").replaceWith(body);
+  const refresh = async () => {
+    if (!loggedIn()) { fill(message, notice("info", "Log in to see the functions (the /system API needs the gateway's credentials).")); fill(body); return; }
+    try {
+      const functions = await getJSON("/system/functions");
+      functions.sort((a, b) => a.name.localeCompare(b.name));
+      fill(body, functions.map(functionRow));
+      fill(message);
+    } catch (error) {
+      fill(message, notice("error", error.message));
+    }
+  };
+  await refresh();
+  const timer = setInterval(refresh, FUNCTIONS_REFRESH_MS);
+  document.addEventListener("mxt-auth", refresh);
+  return () => { clearInterval(timer); document.removeEventListener("mxt-auth", refresh); };
 }

@@ -85,13 +85,13 @@ FRONTEND_FUNCTIONS = (
 @pytest.fixture(scope="session")
 def frontend_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     """The embedded stack with the model CALDB ingested, for the nginx and browser tests."""
+    from local.chainkit import prepare_data_dir, stack_subset
     from local.stack import EmbeddedStack
-    from tests.chains.conftest import chain_stack_file, prepare_data_dir
 
     root = tmp_path_factory.mktemp("frontend")
     data_dir = root / "data"
     prepare_data_dir(data_dir)
-    stack_file = chain_stack_file(root / "stack.yml", keep=FRONTEND_FUNCTIONS)
+    stack_file = stack_subset(root / "stack.yml", keep=FRONTEND_FUNCTIONS)
     stack = EmbeddedStack(stack_file, data_dir, env={"MXT_DATA_DIR": str(data_dir)})
     stack.start(timeout=120)
     yield stack

@@ -68,10 +68,12 @@ def _log_in(page: Any, password: str) -> None:
 def _simulated_l0(tmp_path: Path, without: str | None = None) -> tuple[Path, str]:
     """A small simulated ToO observation (optionally lacking one extension) and its id."""
     from bricks.simulate import simulate
-    from tests.chains.conftest import small_scene
+    from local.demo import afterglow_scene
 
     obs_id = f"ui{uuid.uuid4().hex[:8]}"
-    l0, _ = simulate(small_scene(obs_id))
+    # about 10⁴ events: the chain takes seconds once its functions are warm
+    scene = afterglow_scene(seed=int(obs_id[2:], 16) % 10_000, events=10_000)
+    l0, _ = simulate(scene.model_copy(update={"obs_id": obs_id}))
     if without is not None:
         del l0[without]
     path = tmp_path / f"{obs_id}_mxt_l0.fits"
@@ -139,14 +141,14 @@ def test_submit_watch_run_complete_live_and_read_position(page, frontend_stack, 
 
 
 def test_failed_run_shows_its_reason(page, frontend_stack, tmp_path):
-    from tests.chains.conftest import local_store
+    from storage.local import LocalObjectStore
 
     # an L0 file whose primary header is fine but that lacks its EVENTS table: the run
     # starts, and its ingest step fails for good with the reason
     l0_path, obs_id = _simulated_l0(tmp_path, without="EVENTS")
     key = f"{obs_id}/{l0_path.name}"
     # stored directly (no arrival event): the run is started explicitly below
-    local_store(frontend_stack.data_dir).put("raw", key, l0_path.read_bytes())
+    LocalObjectStore(frontend_stack.data_dir / "objects").put("raw", key, l0_path.read_bytes())
     started = httpx.post(
         f"{frontend_stack.url}/mxt/runs",
         json={"raw_key": f"raw/{key}", "programme": "ToO"},
@@ -248,3 +250,23 @@ def test_browsing_caldb_and_programmes(page, frontend_stack):
     page.get_by_role("heading", name="ToO").wait_for()
     page.keyboard.press("Tab")  # keyboard users reach the skip link first
     assert page.evaluate("document.activeElement.className") == "skip"
+
+
+def test_function_deployed_later_appears_without_reload(page, frontend_stack):
+    page.goto("/ui/#/functions")
+    page.evaluate("window.__sameDocument = true")
+    _log_in(page, frontend_stack.password)
+    page.locator('#functions-body tr[data-function="echo"]').wait_for()
+    deployment = {"service": "ui-late-echo", "image": "x", "handler": str(REPO / "functions/echo")}
+    url = f"{frontend_stack.url}/system/functions"
+    response = httpx.post(url, json=deployment, auth=frontend_stack.auth, timeout=30)
+    assert response.status_code == 202, response.text
+    try:
+        row = page.locator('#functions-body tr[data-function="ui-late-echo"]')
+        row.wait_for(timeout=60_000)
+        row.locator("text=ready").wait_for(timeout=60_000)
+        assert page.evaluate("window.__sameDocument === true")
+    finally:
+        httpx.request(
+            "DELETE", url, json={"functionName": "ui-late-echo"}, auth=frontend_stack.auth
+        )

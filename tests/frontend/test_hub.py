@@ -213,10 +213,12 @@ def _parse_frames(data: bytes) -> list[tuple[int, bytes]]:
     frames, at = [], 0
     while at + 2 <= len(data):
         opcode, length, start = data[at] & 0x0F, data[at + 1] & 0x7F, at + 2
-        if length == 126:
-            length, start = struct.unpack("!H", data[start : start + 2])[0], start + 2
-        elif length == 127:
-            length, start = struct.unpack("!Q", data[start : start + 8])[0], start + 8
+        extended = {126: ("!H", 2), 127: ("!Q", 8)}.get(length)
+        if extended is not None:
+            if start + extended[1] > len(data):
+                break  # the length itself has not fully arrived yet
+            length = struct.unpack(extended[0], data[start : start + extended[1]])[0]
+            start += extended[1]
         if start + length > len(data):
             break
         frames.append((opcode, data[start : start + length]))
