@@ -50,6 +50,18 @@ def load_stack_specs(path: Path) -> Iterable[FunctionSpec]:
     ]
 
 
+async def _report_nats_error(error: Exception) -> None:
+    # one line, not nats-py's traceback per reconnect attempt
+    log.warning("NATS: %s: %s", type(error).__name__, error)
+
+
+async def connect_nats(url: str) -> NatsClient:
+    """A NATS connection that reconnects forever, every half second."""
+    return await nats.connect(
+        url, max_reconnect_attempts=-1, reconnect_time_wait=0.5, error_cb=_report_nats_error
+    )
+
+
 class Platform:
     """Everything behind the gateway's port, started and stopped together.
 
@@ -83,9 +95,7 @@ class Platform:
 
     async def start(self) -> None:
         """Connect to NATS, declare the streams, start functions, worker and connector."""
-        self.nc = await nats.connect(
-            self.settings.nats_url, max_reconnect_attempts=-1, reconnect_time_wait=0.5
-        )
+        self.nc = await connect_nats(self.settings.nats_url)
         self.js = self.nc.jetstream()
         self.calls = CallStore(await infrastructure.declare(self.js, self.settings))
         await self.forwarder.open()

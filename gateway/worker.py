@@ -17,11 +17,14 @@ import email.utils
 import logging
 import random
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 import aiohttp
 import orjson
 from nats.errors import ConnectionClosedError
+from nats.errors import Error as NatsError
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
 from nats.js.errors import FetchTimeoutError
@@ -40,6 +43,8 @@ PROGRESS_PERIOD = 10.0  # seconds between in_progress() of a long call (ack_wait
 CALLBACK_DELAYS = (0.2, 1.0, 3.0)  # seconds before each callback retry
 COMPLETION_BODY_LIMIT = 256 * 1024  # bytes of the function's body kept in a completion
 DRAIN_TIMEOUT = 10.0  # seconds calls in flight get to finish on stop
+NATS_OUTAGE = 60.0  # seconds an outcome waits for NATS to come back before giving up
+T = TypeVar("T")
 
 
 @dataclass
@@ -78,6 +83,27 @@ def retry_delay(attempt: int, settings: GatewaySettings, retry_after: float | No
         return min(retry_after, settings.retry_max_delay)
     delay = settings.retry_base_delay * 2 ** (attempt - 1)
     return min(delay * random.uniform(0.5, 1.5), settings.retry_max_delay)
+
+
+async def through_outage(publish: Callable[[], Awaitable[T]]) -> T:
+    """Run a NATS operation, retrying while the server is unreachable (up to a minute).
+
+    The call has run already: waiting out a NATS restart here records its outcome,
+    where giving up would have the function run again after redelivery.
+    """
+    deadline = time.monotonic() + NATS_OUTAGE
+    while True:
+        try:
+            return await publish()
+        except NatsError:
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.5)
+
+
+async def _quietly(operation: Awaitable[object]) -> None:
+    with contextlib.suppress(NatsError):
+        await operation
 
 
 def error_reason(outcome: Outcome) -> str:
@@ -189,8 +215,8 @@ class QueueWorker:
             attempts=attempt,
             enqueued_at=call.enqueued_at,
         )
-        # "running" is recorded while the call runs, not before it
-        running = asyncio.ensure_future(self.calls.put(status.model_copy()))
+        # "running" is recorded while the call runs, not before it; informative only
+        running = asyncio.ensure_future(_quietly(self.calls.put(status.model_copy())))
         progress = asyncio.create_task(self._keep_alive(msg))
         try:
             outcome = await self.invoke(call)
@@ -210,7 +236,7 @@ class QueueWorker:
             await self._finish(msg, call, outcome, status, "failed")
         elif attempt < self.settings.max_attempts:
             status.state, status.last_error = "queued", error_reason(outcome)
-            await self.calls.put(status)
+            await through_outage(lambda: self.calls.put(status))
             await msg.nak(delay=retry_delay(attempt, self.settings, outcome.retry_after))
         else:
             status.last_error = error_reason(outcome)
@@ -289,10 +315,12 @@ class QueueWorker:
             attempts=status.attempts,
             status_code=outcome.status,
         )
-        await self.js.publish(
-            m.dlq_subject(call.function),
-            letter.to_bytes(),
-            headers={"Nats-Msg-Id": f"{call.call_id}:dlq:{call.redrives}"},
+        await through_outage(
+            lambda: self.js.publish(
+                m.dlq_subject(call.function),
+                letter.to_bytes(),
+                headers={"Nats-Msg-Id": f"{call.call_id}:dlq:{call.redrives}"},
+            )
         )
 
     async def _finish(
@@ -319,11 +347,13 @@ class QueueWorker:
         else:
             completed.body_truncated = True
         await asyncio.gather(
-            self.calls.put(status),
-            self.js.publish(
-                m.completed_subject(call.function),
-                completed.to_bytes(),
-                headers={"Nats-Msg-Id": f"{call.call_id}:done:{call.redrives}"},
+            through_outage(lambda: self.calls.put(status)),
+            through_outage(
+                lambda: self.js.publish(
+                    m.completed_subject(call.function),
+                    completed.to_bytes(),
+                    headers={"Nats-Msg-Id": f"{call.call_id}:done:{call.redrives}"},
+                )
             ),
         )
         if call.callback_url:
@@ -371,11 +401,10 @@ async def run_standalone(settings: GatewaySettings, password: str) -> None:
     """``mxt worker``: one more queue worker beside a running stack, until SIGTERM/SIGINT."""
     import signal
 
-    import nats
-
     from gateway import infrastructure
+    from gateway.platform import connect_nats
 
-    nc = await nats.connect(settings.nats_url, max_reconnect_attempts=-1)
+    nc = await connect_nats(settings.nats_url)
     js = nc.jetstream()
     calls = CallStore(await infrastructure.declare(js, settings))
     worker = QueueWorker(settings, js, calls, password)

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import httpx
+import nats
 import psutil
 
+from gateway.messages import ASYNC_STREAM, WORKER_DURABLE
 from local.natsd import free_port
 from local.stack import EmbeddedStack, read_state
 from tests.gateway.conftest import function_entry, wait_call, wait_for, write_stack
@@ -130,12 +134,19 @@ def test_standalone_worker_runs_the_queue(tmp_path: Path) -> None:
 
 
 def test_nats_restart_keeps_the_async_path_working(nats_fresh, tmp_path: Path) -> None:
-    stack_file = write_stack(tmp_path / "stack.yml", {"echo": function_entry("echo")})
+    functions = {"echo": function_entry("echo"), "sleep": function_entry("sleep")}
+    stack_file = write_stack(tmp_path / "stack.yml", functions)
     with EmbeddedStack(stack_file, tmp_path / "data", nats_url=nats_fresh.url) as stack:
         http = httpx.Client(base_url=stack.url, timeout=30)
         before = http.post("/async-function/echo", json={"message": "1"}).headers["x-call-id"]
         wait_call(http, before, ("succeeded",))
-        nats_fresh.restart()
+        running = http.post("/async-function/sleep", json={"seconds": 3}).headers["x-call-id"]
+        wait_call(http, running, ("running",))
+        # NATS away while the sleep call ends, for longer than a JetStream request may
+        # wait (5 s): its outcome waits for NATS to come back instead of being lost
+        nats_fresh.stop()
+        time.sleep(8)
+        nats_fresh.start()
 
         def accepted() -> str | None:
             resp = http.post("/async-function/echo", json={"message": "2"})
@@ -146,3 +157,18 @@ def test_nats_restart_keeps_the_async_path_working(nats_fresh, tmp_path: Path) -
         assert wait_call(http, after, ("succeeded",))["status_code"] == 200
         # the status bucket and streams survived on the server's store
         assert http.get(f"/async-function/status/{before}").json()["state"] == "succeeded"
+        # the call in flight across the outage was recorded and acknowledged, so it
+        # will not run again (an unacknowledged one would be redelivered after 30 s)
+        across = wait_call(http, running, ("succeeded",))
+        assert across["attempts"] == 1
+        wait_for(lambda: asyncio.run(_unacknowledged(nats_fresh.url)) == 0, timeout=15)
+
+
+async def _unacknowledged(nats_url: str) -> int:
+    """Async calls delivered to the queue worker and not acknowledged yet."""
+    nc = await nats.connect(nats_url)
+    try:
+        info = await nc.jetstream().consumer_info(ASYNC_STREAM, WORKER_DURABLE)
+        return info.num_ack_pending + info.num_pending
+    finally:
+        await nc.close()
