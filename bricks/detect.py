@@ -265,7 +265,7 @@ def _sources_hdulist(
     return fits.HDUList([primary, table])
 
 
-def _localise(
+def localise_source(
     x: np.ndarray,
     y: np.ndarray,
     chosen: Candidate,
@@ -333,7 +333,7 @@ def detect_sources(
     position = _no_detection(_why_nothing(len(x), exposure_s), len(sources), summary)
     if sources:
         chosen = _select(sources, wcs, header, config)
-        fit = _localise(x, y, chosen, sources, expmap, psf, roll, pixel_arcmin, config)
+        fit = localise_source(x, y, chosen, sources, expmap, psf, roll, pixel_arcmin, config)
         if fit is not None:
             position = _position_dict(fit, chosen, len(sources), wcs, summary, config)
     return {

@@ -23,7 +23,7 @@ RATE_PER_FLUX = 8.3e9
 ``continuum_rate_on_axis``), used only to choose fluxes giving the counts wanted."""
 
 
-def _localise(scene: Scene) -> tuple[dict, dict]:
+def _run_chain(scene: Scene) -> tuple[dict, dict]:
     l0, truth = simulate(scene)
     products = run_bricks([get_brick(name) for name in CHAIN], {"l0": l0}, model_calibrations())
     return products["position"], truth
@@ -55,7 +55,7 @@ def _scene(
 
 def test_bright_afterglow_within_30_arcsec() -> None:
     scene = _scene(seed=101, counts=2500.0, duration=300.0, max_offset_deg=0.15)
-    position, truth = _localise(scene)
+    position, truth = _run_chain(scene)
     source = truth["sources"][0]
     assert source["detected"] >= 2000
     assert position["status"] == "detected"
@@ -70,7 +70,7 @@ def test_bright_afterglow_within_30_arcsec() -> None:
 
 def test_faint_afterglow_within_2_arcmin() -> None:
     scene = _scene(seed=202, counts=210.0, duration=300.0, max_offset_deg=0.15)
-    position, truth = _localise(scene)
+    position, truth = _run_chain(scene)
     source = truth["sources"][0]
     assert 150 <= source["detected"] <= 260
     assert position["status"] == "detected"
@@ -92,7 +92,7 @@ def test_statistical_radius_holds_the_truth_90_percent_of_the_time() -> None:
             np.exp(np.random.default_rng(seed + 5000).uniform(np.log(200), np.log(3000)))
         )
         scene = _scene(seed=1000 + seed, counts=counts, duration=200.0, max_offset_deg=0.2)
-        position, truth = _localise(scene)
+        position, truth = _run_chain(scene)
         source = truth["sources"][0]
         assert position["status"] == "detected", f"scene {seed} ({counts:.0f} counts) missed"
         offset = _offset_arcsec(position, source["ra"], source["dec"])
@@ -116,9 +116,53 @@ def test_total_radius_holds_the_truth_with_a_boresight_error() -> None:
         scene = _scene(
             seed=4000 + seed, counts=800.0, duration=200.0, max_offset_deg=0.2, boresight=True
         )
-        position, truth = _localise(scene)
+        position, truth = _run_chain(scene)
         source = truth["sources"][0]
         offset = _offset_arcsec(position, source["ra"], source["dec"])
         inside += offset <= position["err90_arcsec"]
     print(f"coverage of the total 90 % radius with boresight errors: {inside}/{n_scenes}")
     assert 0.75 <= inside / n_scenes <= 1.0
+
+
+def test_the_cross_arms_lie_where_the_roll_says() -> None:
+    """On simulated data, the PSF turned by the attitude roll fits best.
+
+    The core carries most of the position, so a wrong orientation barely moves the
+    position; it shows in the likelihood: the data's arms must match the arms detect
+    assumes (a sign error in the roll, −R, or a 45° error fit clearly worse).
+    """
+    from bricks.detect import BRICK, DetectConfig, localise_source
+    from bricks.detect_search import Candidate
+    from bricks.exposure import ExposureConfig, exposure_map
+
+    calibration = model_calibrations()
+    scene = Scene(
+        obs_id="roll30",
+        ra_pnt=150.0,
+        dec_pnt=20.0,
+        roll=30.0,
+        duration=300.0,
+        sources=[Source(ra=150.05, dec=20.05, flux=1e-9)],
+        seed=7,
+    )
+    l0, _ = simulate(scene)
+    chain = [get_brick(name) for name in CHAIN[:-1]]
+    l2 = run_bricks(chain, {"l0": l0}, calibration)["l2_events"]
+    position = BRICK({"l2_events": l2}, calibration)["position"]
+    assert position["roll"] == pytest.approx(30.0, abs=0.1)
+    events = l2["EVENTS"].data
+    x, y = np.asarray(events["X"], float), np.asarray(events["Y"], float)
+    expmap, _, _ = exposure_map(l2, calibration, ExposureConfig())
+    source = Candidate(position["x"], position["y"], position["counts"], position["snr"], 0.0)
+    pixel_arcmin = calibration["TELDEF"].plate_scale_arcsec / 60.0
+
+    def strength(roll: float) -> float:
+        fit = localise_source(
+            x, y, source, [source], expmap, calibration["PSF"], roll, pixel_arcmin, DetectConfig()
+        )
+        return fit.ts
+
+    right = strength(30.0)
+    print(f"TS at the roll {right:.1f}, mirrored {strength(-30.0):.1f}, +45° {strength(75.0):.1f}")
+    assert right > strength(-30.0) + 10.0
+    assert right > strength(75.0) + 10.0
