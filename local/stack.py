@@ -80,6 +80,8 @@ def run_stack(
         return 1
     secrets_dir = Path(os.environ.get("MXT_SECRETS_DIR") or data_dir / "secrets")
     password_file, created = ensure_password(secrets_dir)
+    if not nats_url:
+        stop_stale_nats(data_dir / "nats")
     nats = None if nats_url else NatsServer(data_dir / "nats").start()
     gateway_url = f"http://{host}:{port}"
     # the function processes and mounted apps read these from their environment
@@ -136,6 +138,30 @@ def run_stack(
 
 def _exit_after_shutdown(signum: int, frame: object) -> None:
     raise SystemExit(0)
+
+
+def stop_stale_nats(store_dir: Path) -> list[int]:
+    """Stop nats-servers left on ``store_dir`` by a stack that was killed outright.
+
+    Two servers must never share one JetStream store; function processes die with
+    the stack on their own (parent-death signal), nats-server does not.
+
+    Returns
+    -------
+    list of int
+        The process ids stopped.
+    """
+    import psutil
+
+    stopped = []
+    for proc in psutil.process_iter(["pid", "name", "cmdline"]):
+        cmdline = proc.info["cmdline"] or []
+        if "nats-server" in (proc.info["name"] or "") and str(store_dir) in cmdline:
+            with contextlib.suppress(psutil.Error):
+                proc.terminate()
+                proc.wait(10)
+                stopped.append(proc.info["pid"])
+    return stopped
 
 
 def stop_stack(data_dir: Path, timeout: float = 30.0) -> bool:

@@ -172,3 +172,18 @@ async def _unacknowledged(nats_url: str) -> int:
         return info.num_ack_pending + info.num_pending
     finally:
         await nc.close()
+
+
+def test_killed_stack_leaves_only_what_the_next_start_cleans(tmp_path: Path) -> None:
+    stack_file = write_stack(tmp_path / "stack.yml", {"echo": function_entry("echo")})
+    stack = EmbeddedStack(stack_file, tmp_path / "data").start()
+    assert stack.process is not None
+    children = _descendants(stack.process.pid)
+    stack.process.kill()  # SIGKILL: no drain, no cleanup
+    stack.process.wait()
+    # function processes die with their parent; the private nats-server does not...
+    survivors = wait_for(lambda: (alive := _alive(children)) and len(alive) == 1 and alive)
+    assert "nats-server" in " ".join(survivors[0].cmdline())
+    # ...until the next start on the same data directory stops it
+    with EmbeddedStack(stack_file, tmp_path / "data"):
+        assert _alive(survivors) == []
