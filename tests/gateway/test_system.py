@@ -175,3 +175,40 @@ def test_broken_handler_fails_fast_with_the_reason(
         assert "no_such_module_here" in resp.json()["reason"]
     finally:
         admin.request("DELETE", "/system/functions", json={"functionName": "broken"})
+
+
+async def test_topic_bindings_follow_annotation_changes(stack: EmbeddedStack) -> None:
+    headers = {"Authorization": stack.auth_header}
+    deployment = {
+        "service": "topic-late",
+        "handler": str(FUNCTIONS / "echo"),
+        "annotations": {"topic": "mxt.events.late.>"},
+    }
+    nc = await nats.connect(stack.nats_url)
+    js = nc.jetstream()
+    completions = await nc.subscribe("mxt.calls.completed.topic-late")
+
+    async def message_reaches_function(subject: str, text: str) -> None:
+        # the binding is made in the background: publish until the function sees one
+        async with asyncio.timeout(60):
+            while True:
+                await js.publish(subject, json.dumps({"message": text}).encode())
+                try:
+                    event = CallCompleted.model_validate_json((await completions.next_msg(2)).data)
+                except TimeoutError:
+                    continue
+                if json.loads(base64.b64decode(event.body_b64))["message"] == text:
+                    return
+
+    try:
+        async with httpx.AsyncClient(base_url=stack.url, headers=headers) as http:
+            assert (await http.post("/system/functions", json=deployment)).status_code == 202
+            await message_reaches_function("mxt.events.late.one", "first")
+            changed = {**deployment, "annotations": {"topic": "mxt.storage.late"}}
+            assert (await http.put("/system/functions", json=changed)).status_code == 202
+            await message_reaches_function("mxt.storage.late", "second")
+            consumers = [c.name for c in await js.consumers_info("MXT_EVENTS")]
+            assert not any(name.startswith("topic_topic-late_") for name in consumers)
+            await http.request("DELETE", "/system/functions", json={"functionName": "topic-late"})
+    finally:
+        await nc.close()
