@@ -267,7 +267,10 @@ class EmbeddedStack:
         cmd += ["--data-dir", str(self.data_dir), "--stack", str(self.stack_file)]
         if self._nats_url:
             cmd += ["--nats-url", self._nats_url]
-        env = dict(os.environ, MXT_SECRETS_DIR=str(self.data_dir / "secrets"), **self.env)
+        env = dict(os.environ)
+        # a NATS server named by the caller's environment is not this stack's own
+        env.pop("MXT_NATS_URL", None)
+        env.update(MXT_SECRETS_DIR=str(self.data_dir / "secrets"), **self.env)
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
                 cmd,
