@@ -166,10 +166,10 @@ def bench_database_direct(label: str, url: str, n: int) -> None:
 def bench_database_gateway(label: str, url: str, n: int) -> None:
     """The same operations as HTTP calls through the gateway of an embedded stack."""
     import httpx
-    import yaml
 
     from local.stack import EmbeddedStack
     from tests.storage.caldb_files import caldb_file
+    from tests.storage.stack_files import write_storage_stack
 
     functions = [
         "missiondb-register-observation",
@@ -178,25 +178,8 @@ def bench_database_gateway(label: str, url: str, n: int) -> None:
         "caldb-ingest",
         "caldb-query",
     ]
-    stack_doc = yaml.safe_load((REPOSITORY / "stack.yml").read_text())
-    entries = {}
-    for name in functions:
-        entry = dict(stack_doc["functions"][name])
-        entry["handler"] = str(REPOSITORY / "functions" / name)
-        entry.pop("image", None)
-        entries[name] = entry
     work = Path(tempfile.mkdtemp(prefix="mxt-bench-stack-"))
-    stack_file = work / "stack.yml"
-    stack_file.write_text(
-        yaml.safe_dump(
-            {
-                "version": 1.0,
-                "provider": {"name": "openfaas"},
-                "configuration": {"templates": [{"name": "python3-mxt"}]},
-                "functions": entries,
-            }
-        )
-    )
+    stack_file = write_storage_stack(work / "stack.yml", functions)
     env = {"MXT_DATABASE_URL": url, "MXT_OBJECT_STORE": "local"}
     stack = EmbeddedStack(stack_file, work / "data", env=env).start(timeout=120)
     with stack, httpx.Client(base_url=stack.url, auth=stack.auth, timeout=30) as http:
