@@ -72,7 +72,13 @@ def run_stack(
 
     from gateway.app import GatewayApp
     from gateway.platform import Platform
+    from gateway.stack import StackError, load_stack
 
+    try:
+        load_stack(stack_file)  # a bad stack file stops the start; later edits do not
+    except StackError as exc:
+        print(f"mxt up: {exc.reason}", file=sys.stderr)
+        return 2
     data_dir = (data_dir or default_data_dir()).resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
     if read_state(data_dir) is not None:
