@@ -14,8 +14,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from scipy import fft as sfft
 from scipy import ndimage
-from scipy.signal import fftconvolve
 
 from bricks.calibration import Psf
 from bricks.detect_frame import sky_to_detector
@@ -81,9 +81,62 @@ def psf_kernel(psf: Psf, roll_deg: float, pixel_arcmin: float, radius_arcmin: fl
     return np.asarray(psf.density(du, dv), dtype=float) * pixel_arcmin**2
 
 
-def _correlate(image: np.ndarray, kernel: np.ndarray) -> np.ndarray:
-    """Cross-correlation with a kernel, same shape as the image (FFT)."""
-    return fftconvolve(image, kernel[::-1, ::-1], mode="same")
+@dataclass(frozen=True)
+class MatchedFilter:
+    """The correlations a matched-filter search needs, from one set of FFTs.
+
+    Attributes
+    ----------
+    filtered
+        Counts image correlated with the kernel.
+    k_sum, k2_sum
+        Footprint correlated with the kernel and with its square: ΣK and ΣK² over the
+        part of the kernel that lies on the detector, at each pixel.
+    autocorrelation
+        Kernel autocorrelation ``A(d) = Σ K(u) K(u + d)``, centred: a source's filtered
+        image per count.
+    """
+
+    filtered: np.ndarray
+    k_sum: np.ndarray
+    k2_sum: np.ndarray
+    autocorrelation: np.ndarray
+
+
+def matched_filter(image: np.ndarray, footprint: np.ndarray, kernel: np.ndarray) -> MatchedFilter:
+    """Correlate the image and the footprint with the kernel (shared FFTs, both cores).
+
+    Parameters
+    ----------
+    image
+        Counts image ``[y, x]``.
+    footprint
+        Boolean map of the sky pixels the detector saw.
+    kernel
+        :func:`psf_kernel` (odd sides).
+    """
+    ny, nx = image.shape
+    ky, kx = kernel.shape
+    shape = (sfft.next_fast_len(ny + ky - 1, True), sfft.next_fast_len(nx + kx - 1, True))
+
+    def spectrum(array: np.ndarray) -> np.ndarray:
+        return sfft.rfft2(array, s=shape, workers=-1)
+
+    def back(product: np.ndarray, rows: slice, cols: slice) -> np.ndarray:
+        return sfft.irfft2(product, s=shape, workers=-1)[rows, cols]
+
+    flipped = spectrum(kernel[::-1, ::-1])
+    flipped_square = spectrum((kernel**2)[::-1, ::-1])
+    rows, cols = slice(ky // 2, ky // 2 + ny), slice(kx // 2, kx // 2 + nx)
+    fp = spectrum(footprint.astype(float))
+    return MatchedFilter(
+        filtered=back(spectrum(image.astype(float)) * flipped, rows, cols),
+        k_sum=back(fp * flipped, rows, cols),
+        k2_sum=back(fp * flipped_square, rows, cols),
+        autocorrelation=back(
+            spectrum(kernel) * flipped, slice(0, 2 * ky - 1), slice(0, 2 * kx - 1)
+        ),
+    )
 
 
 def _clipped_mean(rates: np.ndarray, block_area: float) -> np.ndarray:
@@ -184,11 +237,8 @@ def find_sources(
     """
     if image.sum() == 0 or not np.any(footprint):
         return []
-    fp = footprint.astype(float)
-    k_sum = _correlate(fp, kernel)
-    k2_sum = _correlate(fp, kernel**2)
-    filtered = _correlate(image.astype(float), kernel)
-    auto = fftconvolve(kernel, kernel[::-1, ::-1], mode="full")
+    mf = matched_filter(image, footprint, kernel)
+    k_sum, k2_sum, filtered, auto = mf.k_sum, mf.k2_sum, mf.filtered, mf.autocorrelation
     # One count spread over the footprint: keeps the variance positive without background.
     floor = 1.0 / float(footprint.sum())
     mask = np.zeros_like(footprint)
