@@ -239,14 +239,14 @@ class Orchestrator:
 
     # --------------------------------------------------------------- dispatch
 
-    async def dispatch_ready(self, run_id: str, dag: Dag) -> None:
+    async def dispatch_ready(self, run_id: str, dag: Dag, heal: bool = False) -> None:
         """Dispatch every brick whose needed bricks all succeeded.
 
-        A task is claimed by ``pending → dispatched``; only the claimant dispatches,
-        except that a task already ``dispatched`` is sent again with the same call id,
-        which the gateway's queue drops as a duplicate: this heals a claim whose
-        dispatch was lost (the completion that made it ready is redelivered and comes
-        back here).
+        A task is claimed by ``pending → dispatched``; only the claimant dispatches.
+        With ``heal`` (a redelivered completion), a ready task already ``dispatched`` is
+        sent again with the same call id, which the gateway's queue drops as a
+        duplicate: this recovers a claim whose dispatch was lost, since the completion
+        that made the task ready comes back only when its handling failed.
         """
         while True:
             context = _load_context(run_id)
@@ -269,8 +269,11 @@ class Orchestrator:
                 for brick in ready
                 if brick not in skipped
                 and (
-                    tasks[brick].state == "dispatched"
-                    or _claim(tasks[brick].task_id, run_id, brick)
+                    (heal and tasks[brick].state == "dispatched")
+                    or (
+                        tasks[brick].state == "pending"
+                        and _claim(tasks[brick].task_id, run_id, brick)
+                    )
                 )
             ]
             await asyncio.gather(
@@ -358,15 +361,16 @@ class Orchestrator:
         if ref.task not in dag.nodes:
             return "ignored"
         if completed.state == "succeeded":
-            await self._task_succeeded(ref.run_id, ref.task, ref.attempt, completed)
-            await self.dispatch_ready(ref.run_id, dag)
+            first = await self._task_succeeded(ref.run_id, ref.task, ref.attempt, completed)
+            await self.dispatch_ready(ref.run_id, dag, heal=not first)
             await self._finish_if_done(ref.run_id)
             return "succeeded"
         return await self._task_failed(ref.run_id, ref.task, ref.attempt, completed, dag)
 
     async def _task_succeeded(
         self, run_id: str, brick: str, attempt: int, completed: CallCompleted
-    ) -> None:
+    ) -> bool:
+        """Record a brick's success and products; False when this delivery is a repeat."""
         response = _response_body(completed)
         task_id = st.task_id_of(run_id, brick)
         registered: list[ProductRegistered] = []
@@ -375,7 +379,7 @@ class Orchestrator:
             if won:
                 registered = _register_products(db, run_id, task_id, response)
         if not won:
-            return
+            return False
         log.info(
             "brick %s succeeded in %.2f s (%d product(s))",
             brick,
@@ -396,6 +400,7 @@ class Orchestrator:
         notice = next((p for p in registered if p.product == "notice_json"), None)
         if notice is not None:
             await self._publish_notice(run_id, brick, notice, registered)
+        return True
 
     async def _publish_notice(
         self,
