@@ -14,7 +14,7 @@ from datetime import datetime
 from typing import Any, Literal, TypeVar
 
 import sqlalchemy as sa
-from pydantic import BaseModel, Field, ValidationError, model_validator
+from pydantic import AwareDatetime, BaseModel, Field, ValidationError, model_validator
 from sqlalchemy import exc
 from sqlalchemy.orm import Session
 
@@ -72,10 +72,10 @@ class ObservationSpec(ObjectKeyModel):
     object_name: ShortText | None = None
     ra: float | None = Field(default=None, ge=0, lt=360, description="degrees")
     dec: float | None = Field(default=None, ge=-90, le=90, description="degrees")
-    tstart: datetime | None = None
-    tstop: datetime | None = None
+    tstart: AwareDatetime | None = None
+    tstop: AwareDatetime | None = None
     burst_id: Identifier | None = None
-    trigger_time: datetime | None = None
+    trigger_time: AwareDatetime | None = None
     raw_bucket: str = "raw"
     raw_key: str = Field(max_length=1024)
     raw_sha256: Sha256 | None = None
@@ -162,7 +162,7 @@ class RunSpec(StrictModel):
     programme: Literal["GP", "CP", "ToO"]
     config_version: int | None = Field(default=None, ge=1)
     caldb_version: ShortText | None = None
-    caldb_date: datetime | None = None
+    caldb_date: AwareDatetime | None = None
     parent_run_id: Identifier | None = None
     bricks: list[Identifier] = Field(default_factory=list, max_length=64)
 
@@ -306,8 +306,8 @@ class Provenance(BaseModel):
     config_version: int | None = None
     caldb_files: list[dict[str, Any]] = Field(default_factory=list, max_length=256)
     inputs: list[dict[str, Any]] = Field(default_factory=list, max_length=256)
-    started_at: datetime | None = None
-    finished_at: datetime | None = None
+    started_at: AwareDatetime | None = None
+    finished_at: AwareDatetime | None = None
 
 
 class ProductSpec(ObjectKeyModel):
@@ -439,7 +439,7 @@ def transition_call(
 class LogSpec(StrictModel):
     """One structured log line."""
 
-    time: datetime
+    time: AwareDatetime
     level: Level
     message: LongText
     run_id: Identifier | None = None
@@ -527,8 +527,8 @@ class LogFilter(StrictModel):
     function: Identifier | None = None
     call_id: Identifier | None = None
     level: Level | None = None
-    since: datetime | None = None
-    until: datetime | None = None
+    since: AwareDatetime | None = None
+    until: AwareDatetime | None = None
 
 
 Entity = Literal["observations", "runs", "tasks", "products", "calls", "logs"]

@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import sqlalchemy as sa
-from pydantic import Field, StringConstraints, field_validator
+from pydantic import AwareDatetime, Field, StringConstraints, field_validator
 from sqlalchemy.orm import Session
 
 from bricks.errors import BadInput, Conflict, NotFound, Unprocessable
@@ -248,7 +248,7 @@ class CaldbQuery(StrictModel):
     time: ShortText = "now"
     boundaries: list[ShortText] = Field(default_factory=list, max_length=16)
     #: ignore files ingested after this instant: reproduce an earlier CALDB state
-    ingested_before: datetime | None = None
+    ingested_before: AwareDatetime | None = None
     #: return every matching extension, best first (quzcif's maxret), not only the best
     all: bool = False
 

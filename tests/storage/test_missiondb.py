@@ -255,3 +255,30 @@ def test_sql_looking_filter_is_just_a_value(engine):
 
 def test_bad_input_class():
     assert issubclass(NotFound, BadInput)
+
+
+def test_naive_times_rejected_with_field_named():
+    with pytest.raises(ValidationError, match="tstart"):
+        observation(tstart="2026-03-01T12:00:00")
+    with pytest.raises(ValidationError, match="since"):
+        mdb.QueryRequest(entity="logs", filters={"since": "2026-03-01T12:00:00"})
+
+
+def test_concurrent_insert_or_get_one_row(engine):
+    """Redelivered registrations racing each other: one creates, the others get it."""
+    outcomes = []
+    barrier = threading.Barrier(4)
+
+    def register():
+        barrier.wait()
+        with transaction(engine) as s:
+            outcomes.append(mdb.register_observation(s, observation())[1])
+
+    threads = [threading.Thread(target=register) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(outcomes) == [False, False, False, True]
+    with transaction(engine) as s:
+        assert len(mdb.query(s, mdb.QueryRequest(entity="observations")).items) == 1
