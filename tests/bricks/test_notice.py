@@ -168,3 +168,38 @@ def test_bad_inputs_are_named(position: dict) -> None:
         BRICK({"position": position}, {})
     with pytest.raises(ValidationError, match="alert_type"):
         BRICK({"position": position, "obs_meta": OBS_META}, {}, {"alert_type": "final"})
+
+
+def test_notice_from_the_whole_chain() -> None:
+    """Simulator → ingest … detect → notice: obs_meta from ingest feeds the notice."""
+    from bricks.pipeline import run_bricks
+    from bricks.registry import get_brick
+    from bricks.simulate import Scene as SimScene
+    from bricks.simulate import Source, simulate
+    from bricks.timeutil import mission_seconds
+
+    t0 = mission_seconds("2026-02-25T09:36:39.104")
+    scene = SimScene(
+        obs_id="sb26022501_mxt",
+        burst_id="sb26022501",
+        ra_pnt=204.8,
+        dec_pnt=45.1,
+        roll=287.2,
+        trigger_time=t0,
+        tstart=t0 + 300.0,
+        duration=300.0,
+        sources=[Source(ra=204.8665, dec=45.1204, flux=3e-10)],
+        seed=3,
+    )
+    l0, _ = simulate(scene)
+    names = ("ingest", "calibrate", "coordinates", "screen", "detect", "notice")
+    out = run_bricks([get_brick(n) for n in names], {"l0": l0}, model_calibrations())
+    body = out["notice_json"]
+    assert body["id"] == ["sb26022501"] and body["status"] == "detected"
+    assert body["trigger_time"] == utc_iso_from_mission(t0)
+    assert body["roll"] == pytest.approx(287.2, abs=0.1)
+    root = ET.fromstring(out["notice_voevent"])
+    assert root.get("ivorn").startswith("ivo://org.svom/fsc#sb26022501_mxt-initial_qf")
+    c1 = float(root.findtext(".//Value2/C1"))
+    c2 = float(root.findtext(".//Value2/C2"))
+    assert abs(c1 - 204.8665) * 0.7 < 0.02 and abs(c2 - 45.1204) < 0.02
