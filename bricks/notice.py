@@ -69,8 +69,9 @@ class NoticeConfig(BrickConfig):
         rests on (TSTOP), so that re-running the pipeline reproduces the notice; a live
         sender sets it to the sending time.
     ecf_erg_cm2_per_count
-        Energy flux per count/s: 0.3–10 keV, unabsorbed power law of photon index 2
-        through the model effective area (7.2e-11 erg cm⁻² per count).
+        Energy flux per count/s: the absorbed 0.3–10 keV flux of a power law of photon
+        index 2 behind NH = 1e21 cm⁻², through the model effective area
+        (1.2e-10 erg cm⁻² per count; the simulator's flux convention).
     eclairs_r90_arcmin
         ECLAIRs 90 % error radius about RA_OBJ/DEC_OBJ when ``obs_meta`` has none.
     """
@@ -82,7 +83,7 @@ class NoticeConfig(BrickConfig):
     record_number: int = Field(1, ge=1)
     initial_quality_flag: int = Field(1, ge=1, le=4)
     alert_datetime: str | None = None
-    ecf_erg_cm2_per_count: float = Field(7.2e-11, gt=0.0)
+    ecf_erg_cm2_per_count: float = Field(1.2e-10, gt=0.0)
     eclairs_r90_arcmin: float = Field(10.0, gt=0.0)
 
 

@@ -127,7 +127,7 @@ def test_json_uses_the_gcn_schema_field_names(position: dict) -> None:
     assert body["image_duration"] == pytest.approx(300.0)
     assert body["roll"] == pytest.approx(287.2)
     rate = position["counts"] / 300.0
-    assert body["energy_flux"] == pytest.approx(rate * 7.2e-11, rel=1e-6)
+    assert body["energy_flux"] == pytest.approx(rate * 1.2e-10, rel=1e-6)
     assert 0 < body["energy_flux_error"] < body["energy_flux"]
     assert body["systematic_included"] is True and body["containment_probability"] == 0.9
 
@@ -198,6 +198,8 @@ def test_notice_from_the_whole_chain() -> None:
     assert body["id"] == ["sb26022501"] and body["status"] == "detected"
     assert body["trigger_time"] == utc_iso_from_mission(t0)
     assert body["roll"] == pytest.approx(287.2, abs=0.1)
+    # the simulated absorbed 0.3–10 keV flux comes back through the counts and the ECF
+    assert body["energy_flux"] == pytest.approx(3e-10, rel=0.15)
     root = ET.fromstring(out["notice_voevent"])
     assert root.get("ivorn").startswith("ivo://org.svom/fsc#sb26022501_mxt-initial_qf")
     c1 = float(root.findtext(".//Value2/C1"))
