@@ -98,3 +98,40 @@ def stack_subset(
     }
     target.write_text(yaml.safe_dump(document, sort_keys=False))
     return target
+
+
+def afterglow_scene(
+    obs_id: str,
+    program: str = "TargetOfOpportunity-Nom",
+    seed: int = 3,
+    duration: float = 1500.0,
+    flux: float = 2e-10,
+) -> Any:
+    """A GRB X-ray afterglow 300 s after its trigger, 1.3′ off axis (about 1.4 events/s
+    per 1e-9 erg/cm²/s of flux over the first 1500 s, plus the model backgrounds).
+
+    Parameters
+    ----------
+    duration
+        Observation length, s.
+    flux
+        Source flux at 300 s after the trigger, erg/cm²/s (it decays as t^-1.2).
+    """
+    from bricks.simulate import Scene, Source
+
+    t0 = 288_000_000.0
+    return Scene(
+        obs_id=obs_id,
+        program=program,
+        burst_id="sb26022501",
+        object="GRB 260225A",
+        ra_pnt=45.0,
+        dec_pnt=10.0,
+        trigger_time=t0,
+        tstart=t0 + 300.0,
+        duration=duration,
+        sources=[
+            Source(ra=45.02, dec=10.01, flux=flux, decay_index=1.2, flux_time_s=300.0, nh=0.3)
+        ],
+        seed=seed,
+    )

@@ -37,7 +37,7 @@ def run_demo(port: int, data_dir: Path | None, events: int | None, seed: int | N
     click.echo(f"stack ready at {stack_url} ({time.monotonic() - clock:.1f} s)")
     client = Client(data_dir, None)
     click.echo(f"CALDB: {created} model CALDB files ingested" if created else "CALDB: in place")
-    scene = afterglow_scene(seed if seed is not None else int(time.time()) % 100_000, events)
+    scene = demo_scene(seed if seed is not None else int(time.time()) % 100_000, events)
     l0, truth = simulate_observation(scene)
     click.echo(
         f"simulated {scene.object} ({scene.obs_id}): {truth['n_events']} events, "
@@ -70,7 +70,7 @@ def ensure_stack(data_dir: Path, port: int) -> str:
     return stack.url
 
 
-def afterglow_scene(seed: int, events: int | None) -> Any:
+def demo_scene(seed: int, events: int | None) -> Any:
     """A bright X-ray afterglow 300 s after its trigger, slightly off the pointing."""
     from bricks.simulate import Scene, Source
 

@@ -19,7 +19,7 @@ import httpx
 import pytest
 from astropy.io import fits
 
-from local.chainkit import fits_bytes, prepare_data_dir, stack_subset
+from local.chainkit import afterglow_scene, fits_bytes, prepare_data_dir, stack_subset
 from local.stack import EmbeddedStack
 
 TERMINAL = ("succeeded", "failed", "cancelled")
@@ -35,25 +35,8 @@ def local_store(data_dir: Path) -> Any:
 
 
 def small_scene(obs_id: str, program: str = "TargetOfOpportunity-Nom", seed: int = 3) -> Any:
-    """A GRB afterglow observation of about 10⁴ events (a few seconds through the chain)."""
-    from bricks.simulate import Scene, Source
-
-    t0 = 288_000_000.0
-    return Scene(
-        obs_id=obs_id,
-        program=program,
-        burst_id="sb26022501",
-        object="GRB 260225A",
-        ra_pnt=45.0,
-        dec_pnt=10.0,
-        trigger_time=t0,
-        tstart=t0 + 300.0,
-        duration=1500.0,
-        sources=[
-            Source(ra=45.02, dec=10.01, flux=2e-10, decay_index=1.2, flux_time_s=300.0, nh=0.3)
-        ],
-        seed=seed,
-    )
+    """A GRB afterglow observation of a few thousand events (seconds through the chain)."""
+    return afterglow_scene(obs_id, program, seed)
 
 
 class RunsClient:

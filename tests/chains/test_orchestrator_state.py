@@ -19,6 +19,7 @@ from aiohttp import web
 
 from bricks.errors import BadInput
 from bricks.registry import get_brick
+from bricks.simulate import simulate
 from gateway.events import EventPublisher
 from gateway.messages import CallCompleted
 from gateway.orchestrator.dispatch import GatewayClient
@@ -77,25 +78,17 @@ def orchestration(
 
     monkeypatch.setenv("MXT_DATA_DIR", str(tmp_path))
     monkeypatch.setenv("MXT_DATABASE_URL", database_url)
-    for cached in (
-        settings.get_settings,
-        engine.get_engine,
-        objects.get_store,
-        state._tables_ready,
-    ):
+    # settings, engine and store are built once per process: rebuild them for this database
+    caches = (settings.get_settings, engine.get_engine, objects.get_store, state._tables_ready)
+    for cached in caches:
         cached.cache_clear()
     service._DAGS.clear()
     prepare_data_dir(tmp_path, database_url)
-    l0, _ = __import__("bricks.simulate", fromlist=["simulate"]).simulate(small_scene("fanin"))
+    l0, _ = simulate(small_scene("fanin"))
     objects.get_store().put("raw", "fanin/fanin_mxt_l0.fits", fits_bytes(l0))
     endpoint = AsyncEndpoint().start()
     yield endpoint, nats_server.url
-    for cached in (
-        settings.get_settings,
-        engine.get_engine,
-        objects.get_store,
-        state._tables_ready,
-    ):
+    for cached in caches:
         cached.cache_clear()
 
 
