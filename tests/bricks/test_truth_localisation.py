@@ -35,26 +35,49 @@ def _offset_arcsec(position: dict, ra: float, dec: float) -> float:
 
 
 def _scene(
-    seed: int, counts: float, duration: float, max_offset_deg: float, boresight: bool = False
+    seed: int,
+    counts: float,
+    duration: float,
+    max_offset_deg: float,
+    boresight: bool = False,
+    decay_index: float = 0.0,
 ) -> Scene:
+    """A random scene; with ``decay_index``, an afterglow observed from T0 + 100 s."""
     rng = np.random.default_rng(seed)
     ra_pnt, dec_pnt = rng.uniform(0, 360), rng.uniform(-70, 70)
     ra = ra_pnt + rng.uniform(-max_offset_deg, max_offset_deg) / np.cos(np.radians(dec_pnt))
     dec = dec_pnt + rng.uniform(-max_offset_deg, max_offset_deg)
+    tstart = 288_000_000.0
+    # seconds of flux-at-T0+100 s equivalent in [T0 + 100, T0 + 100 + duration]
+    lag = 100.0
+    if decay_index:
+        end = (lag + duration) / lag
+        equivalent = lag * (end ** (1.0 - decay_index) - 1.0) / (1.0 - decay_index)
+    else:
+        equivalent = duration
+    source = Source(
+        ra=ra % 360.0,
+        dec=dec,
+        flux=counts / equivalent / RATE_PER_FLUX,
+        decay_index=decay_index,
+        flux_time_s=lag,
+    )
     return Scene(
         obs_id=f"truth{seed}",
         ra_pnt=ra_pnt,
         dec_pnt=dec_pnt,
         roll=rng.uniform(0, 360),
+        tstart=tstart,
+        trigger_time=tstart - lag if decay_index else None,
         duration=duration,
-        sources=[Source(ra=ra % 360.0, dec=dec, flux=counts / duration / RATE_PER_FLUX)],
+        sources=[source],
         seed=seed,
         boresight_error=boresight,
     )
 
 
 def test_bright_afterglow_within_30_arcsec() -> None:
-    scene = _scene(seed=101, counts=2500.0, duration=300.0, max_offset_deg=0.15)
+    scene = _scene(seed=101, counts=2500.0, duration=300.0, max_offset_deg=0.15, decay_index=1.2)
     position, truth = _run_chain(scene)
     source = truth["sources"][0]
     assert source["detected"] >= 2000
@@ -69,7 +92,7 @@ def test_bright_afterglow_within_30_arcsec() -> None:
 
 
 def test_faint_afterglow_within_2_arcmin() -> None:
-    scene = _scene(seed=202, counts=210.0, duration=300.0, max_offset_deg=0.15)
+    scene = _scene(seed=202, counts=210.0, duration=300.0, max_offset_deg=0.15, decay_index=1.2)
     position, truth = _run_chain(scene)
     source = truth["sources"][0]
     assert 150 <= source["detected"] <= 260
