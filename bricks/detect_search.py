@@ -5,8 +5,9 @@ the sky by the roll. Under a background of ``b`` counts per pixel the filtered i
 ``S = Σ K·C`` has mean ``b·ΣK`` and variance ``b·ΣK²`` (sums over the kernel within
 the detector footprint), so ``(S − b·ΣK) / sqrt(b·ΣK²)`` is the significance of a
 point source at each pixel, and ``(S − b·ΣK) / ΣK²`` its counts. ``b`` is estimated
-locally: a wide box average of the image over the footprint with the candidate
-sources masked.
+locally on a mesh of blocks with clipped means, the sources found so far masked
+(:func:`local_background`); sources are taken one at a time, brightest first, each
+removed from the filtered image before the next is sought (:func:`_clean_peaks`).
 """
 
 from __future__ import annotations
