@@ -105,7 +105,7 @@ class MatchedFilter:
 
 
 def matched_filter(image: np.ndarray, footprint: np.ndarray, kernel: np.ndarray) -> MatchedFilter:
-    """Correlate the image and the footprint with the kernel (shared FFTs, both cores).
+    """Correlate the image and the footprint with the kernel (one shared set of FFTs).
 
     Parameters
     ----------
@@ -121,10 +121,10 @@ def matched_filter(image: np.ndarray, footprint: np.ndarray, kernel: np.ndarray)
     shape = (sfft.next_fast_len(ny + ky - 1, True), sfft.next_fast_len(nx + kx - 1, True))
 
     def spectrum(array: np.ndarray) -> np.ndarray:
-        return sfft.rfft2(array, s=shape, workers=-1)
+        return sfft.rfft2(array, s=shape, workers=1)
 
     def back(product: np.ndarray, rows: slice, cols: slice) -> np.ndarray:
-        return sfft.irfft2(product, s=shape, workers=-1)[rows, cols]
+        return sfft.irfft2(product, s=shape, workers=1)[rows, cols]
 
     flipped = spectrum(kernel[::-1, ::-1])
     flipped_square = spectrum((kernel**2)[::-1, ::-1])
