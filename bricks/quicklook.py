@@ -8,6 +8,7 @@ without the software-version text chunk so that two runs give the same bytes.
 from __future__ import annotations
 
 import io
+import warnings
 from collections.abc import Mapping
 from typing import Any
 
@@ -79,11 +80,14 @@ def image_png(
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from astropy.visualization import AsinhStretch, ImageNormalize, PercentileInterval
-    from astropy.wcs import WCS
+    from astropy.wcs import WCS, FITSFixedWarning
     from matplotlib.patches import Circle
 
     hdu = _image_hdu(image)
-    wcs = WCS(hdu.header).celestial
+    with warnings.catch_warnings():
+        # the image's MJDREF/DATE-OBS make astropy "fix" date keywords and say so
+        warnings.simplefilter("ignore", FITSFixedWarning)
+        wcs = WCS(hdu.header).celestial
     if wcs.naxis != 2:
         raise BadInput("image product has no celestial WCS (CTYPE1/2 RA---TAN, DEC--TAN)")
     fig = _figure(plt)
@@ -269,9 +273,10 @@ def spectrum_png(
         fit = None
     if fit is not None:
         model = np.bincount(group, fit.model_counts[channels]) * per_kev
-        label = f"power law, Gamma = {fit.gamma:.2f}"
+        label = f"abs. power law, Gamma = {fit.gamma:.2f}"
         if fit.gamma_err:
             label += f" +/- {fit.gamma_err:.2f}"
+        label += f", NH = {fit.nh:.2f}e22"
         ax.plot(energy, model, color="crimson", label=label)
     ax.set_xscale("log")
     ax.set_yscale("log")

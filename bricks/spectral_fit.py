@@ -1,8 +1,8 @@
-"""Forward folding through an ARF and RMF, and a power-law fit by W statistic.
+"""Forward folding through an ARF and RMF, and an absorbed power-law fit by W statistic.
 
 Reads the response files the way XSPEC does (MATRIX rows as channel groups, the ARF
 multiplying each row), so it also checks that those files mean what they say. The fit
-is the quick-look one: an unabsorbed power law, the background level of each channel
+is the quick-look one: an absorbed power law, the background level of each channel
 profiled out (XSPEC's W statistic: Cash with a Poisson background spectrum).
 """
 
@@ -71,23 +71,33 @@ def response_from_files(arf: fits.HDUList, rmf: fits.HDUList) -> Response:
     )
 
 
-def power_law_photons(lo: np.ndarray, hi: np.ndarray, gamma: float, norm: float) -> np.ndarray:
-    """Photons/cm^2/s in each bin of ``norm * E ** -gamma`` (photons/cm^2/s/keV at 1 keV)."""
-    if abs(gamma - 1.0) < 1e-9:
-        return norm * np.log(hi / lo)
-    return norm * (hi ** (1.0 - gamma) - lo ** (1.0 - gamma)) / (1.0 - gamma)
-
-
 @dataclass(frozen=True)
 class PowerLawFit:
-    """Best power law: photon index, norm at 1 keV (ph/cm^2/s/keV), errors, W statistic."""
+    """Best absorbed power law.
+
+    Attributes
+    ----------
+    gamma, gamma_err
+        Photon index and its 1-sigma error (None when the curvature is not positive).
+    norm
+        Photons/cm^2/s/keV at 1 keV, before absorption.
+    nh
+        Absorbing column, 1e22 cm^-2 (the simulator's cross-section model).
+    wstat
+        W statistic at the best fit.
+    n_channels
+        Channels fitted.
+    model_counts
+        Source model plus scaled background, counts per channel.
+    """
 
     gamma: float
     gamma_err: float | None
     norm: float
+    nh: float
     wstat: float
     n_channels: int
-    model_counts: np.ndarray  # source model + scaled background, counts per channel
+    model_counts: np.ndarray
 
 
 def fit_power_law(
@@ -98,7 +108,10 @@ def fit_power_law(
     exposure: float,
     good: np.ndarray,
 ) -> PowerLawFit:
-    """Fit an unabsorbed power law to the source spectrum by W statistic.
+    """Fit an absorbed power law to the source spectrum by W statistic.
+
+    The absorption is the simulator's (:func:`bricks.simulate.absorbed_power_law`), so
+    simulated scenes are fitted with the model that made them.
 
     Parameters
     ----------
@@ -113,33 +126,45 @@ def fit_power_law(
     good
         Channels to use (boolean per channel).
     """
+    from bricks.simulate import absorbed_power_law
+
     if exposure <= 0 or src_counts[good].sum() < 10:
         raise BadInput("too few source counts or no exposure for a spectral fit")
     counts, background = src_counts[good], bkg_counts[good]
     folding = response.folding[np.flatnonzero(good)]  # fold only the fitted channels
+    centre = 0.5 * (response.energ_lo + response.energ_hi)
+    width = response.energ_hi - response.energ_lo  # 10 eV bins: centre x width suffices
 
-    def expected(params: np.ndarray) -> np.ndarray:
-        photons = power_law_photons(
-            response.energ_lo, response.energ_hi, params[0], 10.0 ** params[1]
-        )
+    def expected(gamma: float, log_norm: float, nh: float) -> np.ndarray:
+        photons = 10.0**log_norm * absorbed_power_law(centre, gamma, nh) * width
         return (folding @ photons) * exposure
 
-    def cash(params: np.ndarray) -> float:
-        return wstat(expected(params), counts, background, backscal_ratio)
+    def statistic(params: np.ndarray) -> float:
+        # |NH|: the column cannot be negative, and the fit may sit at 0
+        model = expected(params[0], params[1], abs(params[2]))
+        return wstat(model, counts, background, backscal_ratio)
 
     best = optimize.minimize(
-        cash,
-        np.array([2.0, -1.0]),
+        statistic,
+        np.array([2.0, -1.0, 0.05]),
         method="Nelder-Mead",
-        options={"xatol": 1e-5, "fatol": 1e-5, "maxiter": 2000},
+        options={"xatol": 1e-5, "fatol": 1e-5, "maxiter": 4000},
     )
-    gamma_err = curvature_errors(cash, best.x)[0]
+    gamma, log_norm, nh = best.x[0], best.x[1], abs(best.x[2])
+    if nh < 1e-3:  # at the boundary the curvature in NH is undefined: hold NH there
+        gamma_err = curvature_errors(
+            lambda p: wstat(expected(p[0], p[1], nh), counts, background, backscal_ratio),
+            best.x[:2],
+        )[0]
+    else:
+        gamma_err = curvature_errors(statistic, best.x)[0]
     model = np.zeros_like(src_counts, dtype=np.float64)
-    model[good] = expected(best.x) + backscal_ratio * background
+    model[good] = expected(gamma, log_norm, nh) + backscal_ratio * background
     return PowerLawFit(
-        float(best.x[0]),
+        float(gamma),
         gamma_err,
-        float(10.0 ** best.x[1]),
+        float(10.0**log_norm),
+        float(nh),
         float(best.fun),
         int(np.count_nonzero(good)),
         model,

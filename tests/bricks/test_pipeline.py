@@ -187,7 +187,7 @@ def test_config_and_caldb_problems_are_named_before_running(synthetic_products):
 
 def _afterglow_scene(duration: float = 2000.0, seed: int = 7) -> Scene:
     tstart = Scene().tstart
-    source = Source(ra=180.04, dec=30.03, flux=3e-10, decay_index=1.2, photon_index=2.0, nh=0.0)
+    source = Source(ra=180.04, dec=30.03, flux=3e-10, decay_index=1.2, photon_index=2.0, nh=0.1)
     return Scene(
         duration=duration,
         trigger_time=tstart - 300.0,
@@ -222,6 +222,7 @@ def test_pipeline_recovers_decay_and_photon_index(afterglow):
         products["src_pha"], products["bkg_pha"], products["arf"], products["rmf"]
     )
     assert abs(spectral.gamma - 2.0) < 3 * spectral.gamma_err + 0.05
+    assert abs(spectral.nh - 0.1) < 0.05
 
 
 def test_empty_observation_gives_products_that_say_so():
