@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 from bricks.errors import BadInput, Conflict, NotFound
 from storage.db.base import utcnow
 from storage.db.models import ActiveConfig, ConfigActivation, ProgrammeConfig
-from storage.schemas import RecordModel, ShortText, StrictModel
+from storage.schemas import RecordModel, ShortText, StrictModel, Version
 
 Programme = Literal["GP", "CP", "ToO"]
 BrickName = Annotated[
@@ -57,7 +57,7 @@ class ConfigSpec(StrictModel):
     dag: list[DagNode] = Field(min_length=1, max_length=MAX_DAG_NODES)
     parameters: dict[str, Any] = Field(default_factory=dict)
     comment: ShortText = ""
-    version: int | None = Field(default=None, ge=1)
+    version: Version | None = None
     activate: bool = False
 
     @model_validator(mode="after")

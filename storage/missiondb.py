@@ -32,7 +32,19 @@ from storage.db.models import (
     Task,
 )
 from storage.keys import validate_bucket, validate_key
-from storage.schemas import Identifier, Limit, LongText, RecordModel, Sha256, ShortText, StrictModel
+from storage.schemas import (
+    Identifier,
+    Limit,
+    LongText,
+    RecordModel,
+    RowId,
+    Sha256,
+    ShortText,
+    StrictModel,
+    Text32,
+    Text128,
+    Version,
+)
 
 Model = TypeVar("Model", bound=Base)
 RunState = Literal["pending", "running", "succeeded", "failed", "cancelled"]
@@ -69,7 +81,7 @@ class ObservationSpec(ObjectKeyModel):
 
     obs_id: Identifier
     programme: Literal["GP", "CP", "ToO"] | None = None
-    object_name: ShortText | None = None
+    object_name: Text128 | None = None
     ra: float | None = Field(default=None, ge=0, lt=360, description="degrees")
     dec: float | None = Field(default=None, ge=-90, le=90, description="degrees")
     tstart: AwareDatetime | None = None
@@ -160,8 +172,8 @@ class RunSpec(StrictModel):
     run_id: Identifier
     obs_id: Identifier | None = None
     programme: Literal["GP", "CP", "ToO"]
-    config_version: int | None = Field(default=None, ge=1)
-    caldb_version: ShortText | None = None
+    config_version: Version | None = None
+    caldb_version: Text32 | None = None
     caldb_date: AwareDatetime | None = None
     parent_run_id: Identifier | None = None
     bricks: list[Identifier] = Field(default_factory=list, max_length=64)
@@ -319,8 +331,8 @@ class ProductSpec(ObjectKeyModel):
     bucket: str = "products"
     key: str = Field(max_length=1024)
     sha256: Sha256
-    size: int = Field(ge=0, description="bytes")
-    content_type: ShortText = "application/octet-stream"
+    size: int = Field(ge=0, le=2**63 - 1, description="bytes")
+    content_type: Text128 = "application/octet-stream"
     provenance: Provenance
 
 
@@ -551,7 +563,7 @@ class QueryRequest(StrictModel):
     entity: Entity
     filters: dict[str, Any] = Field(default_factory=dict)
     limit: Limit = 100
-    after: int | None = Field(default=None, ge=0)
+    after: RowId | None = None
     descending: bool = False
 
     @model_validator(mode="before")

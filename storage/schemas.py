@@ -11,9 +11,18 @@ Identifier = Annotated[
     str, StringConstraints(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]*$")
 ]
 Sha256 = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
-ShortText = Annotated[str, StringConstraints(max_length=256)]
-LongText = Annotated[str, StringConstraints(max_length=65536)]
+#: PostgreSQL text cannot hold NUL characters: refused up front, never a 500 at insert
+_NO_NUL = r"^[^\x00]*$"
+ShortText = Annotated[str, StringConstraints(max_length=256, pattern=_NO_NUL)]
+LongText = Annotated[str, StringConstraints(max_length=65536, pattern=_NO_NUL)]
+#: for columns of 128 and 32 characters
+Text128 = Annotated[str, StringConstraints(max_length=128, pattern=_NO_NUL)]
+Text32 = Annotated[str, StringConstraints(max_length=32, pattern=_NO_NUL)]
 Limit = Annotated[int, Field(ge=1, le=1000)]
+#: a version number (an INTEGER column)
+Version = Annotated[int, Field(ge=1, le=2**31 - 1)]
+#: a row id to continue a listing after (a BIGINT column)
+RowId = Annotated[int, Field(ge=0, le=2**63 - 1)]
 
 
 class StrictModel(BaseModel):

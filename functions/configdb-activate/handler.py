@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-from pydantic import Field
-
 from storage.configdb import ConfigRecord, Programme, activate
 from storage.db import transaction
-from storage.schemas import ShortText, StrictModel
+from storage.schemas import ShortText, StrictModel, Version
 
 
 class Activation(StrictModel):
     """The version to activate, and why."""
 
     programme: Programme
-    version: int = Field(ge=1)
+    version: Version
     comment: ShortText = ""
 
 

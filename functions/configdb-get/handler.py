@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-from pydantic import Field
-
 from storage.configdb import ConfigRecord, Programme, get_config
 from storage.db import transaction
-from storage.schemas import StrictModel
+from storage.schemas import StrictModel, Version
 
 
 class ConfigQuery(StrictModel):
     """Which configuration: the active one unless ``version`` is given."""
 
     programme: Programme
-    version: int | None = Field(default=None, ge=1)
+    version: Version | None = None
 
 
 def handle(request: ConfigQuery) -> ConfigRecord:

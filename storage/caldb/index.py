@@ -23,7 +23,7 @@ from storage.caldb.boundaries import parse_boundary, parse_requirement, satisfie
 from storage.db.base import utcnow
 from storage.db.models import CalibrationDataset
 from storage.objects import ObjectStore
-from storage.schemas import RecordModel, ShortText, StrictModel
+from storage.schemas import RecordModel, RowId, ShortText, StrictModel, Text32
 
 CALDB_BUCKET = "caldb"
 KEY_ROOT = "data/svom/mxt"
@@ -132,7 +132,7 @@ def _describe_extension(number: int, name: str, header: Any, primary: Any) -> di
         if parsed is not None:
             boundaries.append(parsed.model_dump())
         index += 1
-    return {
+    fields = {
         "telescope": str(_header_value(header, primary, "TELESCOP")).strip().upper(),
         "instrument": str(_header_value(header, primary, "INSTRUME")).strip().upper(),
         "detector": _optional(_header_value(header, primary, "DETNAM")),
@@ -146,6 +146,30 @@ def _describe_extension(number: int, name: str, header: Any, primary: Any) -> di
         "extension": number,
         "extname": name or None,
     }
+    _check_lengths(fields, where)
+    return fields
+
+
+#: the header keyword each indexed text comes from, to name it in errors
+_KEYWORD_OF = {
+    "telescope": "TELESCOP",
+    "instrument": "INSTRUME",
+    "detector": "DETNAM",
+    "filter": "FILTER",
+    "cal_class": "CCLS0001",
+    "data_type": "CDTP0001",
+    "codename": "CCNM0001",
+    "extname": "EXTNAME",
+}
+
+
+def _check_lengths(fields: dict[str, Any], where: str) -> None:
+    """Header values longer than their index column are refused, naming the keyword."""
+    columns = CalibrationDataset.__table__.columns
+    for field, keyword in _KEYWORD_OF.items():
+        value, limit = fields[field], columns[field].type.length
+        if value is not None and len(value) > limit:
+            raise Unprocessable(f"{where}: {keyword} longer than {limit} characters")
 
 
 def _optional(value: Any) -> str | None:
@@ -159,7 +183,7 @@ class IngestOptions(StrictModel):
 
     filename: FileName | None = None
     key: str | None = Field(default=None, max_length=1024, description="already in caldb")
-    caldb_version: ShortText = "1"
+    caldb_version: Text32 = "1"
     quality: int = Field(default=0, ge=0, le=5)
 
 
@@ -355,7 +379,7 @@ class CaldbListRequest(StrictModel):
     instrument: ShortText | None = None
     include_bad: bool = True
     limit: int = Field(default=100, ge=1, le=1000)
-    after: int | None = Field(default=None, ge=0)
+    after: RowId | None = None
 
 
 def list_datasets(session: Session, request: CaldbListRequest) -> list[DatasetRecord]:

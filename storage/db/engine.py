@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from sqlalchemy import event, exc
 from sqlalchemy.orm import Session, sessionmaker
 
-from bricks.errors import Conflict, Transient
+from bricks.errors import BadInput, Conflict, Transient
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 #: how long a SQLite writer waits for another, in milliseconds
@@ -89,11 +89,17 @@ def transaction(engine: sa.Engine | None = None) -> Iterator[Session]:
         The database is unreachable or busy.
     Conflict
         A constraint was violated (a concurrent insert won the race).
+    BadInput
+        A value the column cannot hold (out of range, too long).
     """
     session = _sessionmaker(engine or get_engine())()
     try:
         yield session
         session.commit()
+    except exc.DataError as error:
+        # a value the column cannot hold that the request models did not catch
+        session.rollback()
+        raise BadInput(f"a value does not fit the database: {error.orig}") from error
     except exc.IntegrityError as error:
         session.rollback()
         raise Conflict(f"the write conflicts with existing data: {error.orig}") from error

@@ -194,3 +194,9 @@ def test_now_is_recent():
     from storage.caldb.index import query_time
 
     assert abs(query_time("now", "now") - utcnow()) < timedelta(seconds=5)
+
+
+def test_overlong_codename_named(engine, store):
+    with pytest.raises(Unprocessable, match="CCNM0001 longer than 32"):
+        ingest(engine, store, caldb_file(codename="G" * 40))
+    assert store.list("caldb").items == []

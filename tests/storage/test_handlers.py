@@ -81,6 +81,8 @@ def test_configdb_put_get_activate(call):
     created = put.post("/", json={"programme": "ToO", "dag": DAG})
     assert created.status_code == 201 and created.json()["version"] == 1
     assert put.post("/", json={"programme": "ToO", "dag": DAG}).status_code == 200
+    huge = put.post("/", json={"programme": "ToO", "dag": DAG, "version": 2**40})
+    assert_error(huge, 422, "version")
     conflict = put.post("/", json={"programme": "ToO", "dag": DAG[:1], "version": 1})
     assert_error(conflict, 409, "immutable")
     get = call("configdb-get")
@@ -157,6 +159,9 @@ def test_observation_hostile_raw_key(call, key):
         ("ra", "east"),
         ("dec", 91),
         ("tstart", "yesterday"),
+        ("tstart", "2026-01-01T00:00:00"),  # no time zone
+        ("object_name", "nul\x00byte"),  # PostgreSQL text cannot hold it
+        ("object_name", "x" * 129),
         ("unknown_field", 1),
     ],
 )
