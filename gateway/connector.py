@@ -18,6 +18,7 @@ import hashlib
 import logging
 from dataclasses import dataclass
 
+from nats.aio.msg import Msg
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
@@ -156,7 +157,7 @@ class TopicConnector:
             with contextlib.suppress(Exception):
                 await sub.unsubscribe()
 
-    async def _forward(self, binding: Binding, stream: str, msg: object) -> None:
+    async def _forward(self, binding: Binding, stream: str, msg: Msg) -> None:
         seq = msg.metadata.sequence.stream
         call = m.AsyncCall(
             call_id=f"topic-{stream}-{seq}-{binding.function}",

@@ -23,6 +23,7 @@ from typing import TypeVar
 
 import aiohttp
 import orjson
+from nats.aio.msg import Msg
 from nats.errors import ConnectionClosedError
 from nats.errors import Error as NatsError
 from nats.errors import TimeoutError as NatsTimeoutError
@@ -199,7 +200,7 @@ class QueueWorker:
         if not task.cancelled() and task.exception() is not None:
             log.error("async call failed in the worker: %r", task.exception())
 
-    async def process(self, msg: object) -> None:
+    async def process(self, msg: Msg) -> None:
         """Run one delivery of a call and settle it (ack, nak with delay, or dead letter)."""
         attempt = msg.metadata.num_delivered
         try:
@@ -243,7 +244,7 @@ class QueueWorker:
             await self._dead_letter(call, outcome, status)
             await self._finish(msg, call, outcome, status, "dead-lettered")
 
-    async def _keep_alive(self, msg: object) -> None:
+    async def _keep_alive(self, msg: Msg) -> None:
         while True:
             await asyncio.sleep(PROGRESS_PERIOD)
             with contextlib.suppress(Exception):
@@ -325,7 +326,7 @@ class QueueWorker:
 
     async def _finish(
         self,
-        msg: object,
+        msg: Msg,
         call: m.AsyncCall,
         outcome: Outcome,
         status: m.CallStatus,
