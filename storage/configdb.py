@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import sqlalchemy as sa
-from pydantic import Field, StringConstraints, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, Field, StringConstraints, ValidationError, model_validator
 from sqlalchemy.orm import Session
 
 from bricks.errors import BadInput, Conflict, NotFound
@@ -29,21 +29,24 @@ BrickName = Annotated[
 MAX_DAG_NODES = 64
 
 
+def _plain_json(value: dict[str, Any]) -> dict[str, Any]:
+    """Refuse what JSON cannot hold (NaN, dates from YAML), so storing never fails."""
+    try:
+        json.dumps(value, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"must hold plain JSON values only: {exc}") from exc
+    return value
+
+
+JsonObject = Annotated[dict[str, Any], AfterValidator(_plain_json)]
+
+
 class DagNode(StrictModel):
     """One brick of a pipeline, the bricks it needs, and its parameters."""
 
     brick: BrickName
     needs: list[BrickName] = Field(default_factory=list, max_length=MAX_DAG_NODES)
-    params: dict[str, Any] = Field(default_factory=dict)
-
-    @field_validator("params")
-    @classmethod
-    def _params_are_json(cls, params: dict[str, Any]) -> dict[str, Any]:
-        try:
-            json.dumps(params, allow_nan=False)
-        except (TypeError, ValueError) as exc:
-            raise ValueError(f"params must be plain JSON values: {exc}") from exc
-        return params
+    params: JsonObject = Field(default_factory=dict)
 
 
 class ConfigSpec(StrictModel):
@@ -55,7 +58,7 @@ class ConfigSpec(StrictModel):
 
     programme: Programme
     dag: list[DagNode] = Field(min_length=1, max_length=MAX_DAG_NODES)
-    parameters: dict[str, Any] = Field(default_factory=dict)
+    parameters: JsonObject = Field(default_factory=dict)
     comment: ShortText = ""
     version: Version | None = None
     activate: bool = False

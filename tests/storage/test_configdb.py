@@ -135,3 +135,14 @@ def test_sql_looking_strings_stored_verbatim(engine):
         stored = configdb.get_config(s, "ToO", record.version)
         assert stored.comment == hostile
         assert stored.parameters == {hostile: hostile}
+
+
+def test_yaml_values_json_cannot_hold_are_named(tmp_path):
+    bad = tmp_path / "dates.yml"
+    bad.write_text("programme: GP\ndag: [{brick: ingest}]\nparameters: {since: 2024-06-22}\n")
+    with pytest.raises(BadInput, match="parameters"):
+        configdb.load_yaml_specs([bad])
+    nan = tmp_path / "nan.yml"
+    nan.write_text("programme: GP\ndag: [{brick: ingest, params: {gain: .nan}}]\n")
+    with pytest.raises(BadInput, match="params"):
+        configdb.load_yaml_specs([nan])
