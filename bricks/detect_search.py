@@ -208,8 +208,9 @@ def find_sources(
 ) -> list[Candidate]:
     """PSF-matched detection: sources of the significance map above a threshold.
 
-    Three passes: each re-estimates the background with the sources found so far
-    masked, so that bright sources do not raise the background of their neighbours.
+    Up to three passes: each re-estimates the background with the sources found so far
+    masked, so that bright sources do not raise the background of their neighbours;
+    the search stops early when a pass finds the sources of the one before.
 
     Parameters
     ----------
@@ -261,7 +262,10 @@ def find_sources(
             max_sources,
             confusion_fraction,
         )
-        mask = _disc_mask(image.shape, peaks, mask_radius_pix)
+        new_mask = _disc_mask(image.shape, peaks, mask_radius_pix)
+        if np.array_equal(new_mask, mask):
+            break  # the same sources again: the background would not change
+        mask = new_mask
     return sorted(peaks, key=lambda c: -c.significance)
 
 
