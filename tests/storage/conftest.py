@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
+from storage.keys import BUCKETS
 from storage.local import LocalObjectStore
 from storage.objects import ObjectStore
 from storage.s3 import S3ObjectStore
@@ -36,6 +37,25 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[ObjectStor
         backend = s3_store(request.getfixturevalue("s3_endpoint"))
     backend.ensure_buckets()
     yield backend
+    if isinstance(backend, S3ObjectStore):
+        remove_buckets(backend)
+
+
+def remove_buckets(store: S3ObjectStore) -> None:
+    """Delete a test's buckets, so a shared MinIO or LocalStack does not fill up."""
+    for bucket in BUCKETS:
+        name = store.bucket_prefix + bucket
+        pages = store.client.get_paginator("list_objects_v2").paginate(Bucket=name)
+        for page in pages:
+            for entry in page.get("Contents", []):
+                store.client.delete_object(Bucket=name, Key=entry["Key"])
+        # a killed writer's multipart upload holds the bucket until aborted
+        uploads = store.client.list_multipart_uploads(Bucket=name).get("Uploads", [])
+        for upload in uploads:
+            store.client.abort_multipart_upload(
+                Bucket=name, Key=upload["Key"], UploadId=upload["UploadId"]
+            )
+        store.client.delete_bucket(Bucket=name)
 
 
 @pytest.fixture(scope="session")
