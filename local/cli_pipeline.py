@@ -70,10 +70,19 @@ def read_caldb_directory(directory: Path) -> tuple[dict[str, Any], list[dict[str
     return calibration, files
 
 
-def _write_atomically(path: Path, data: bytes) -> None:
+def _write_atomically(path: Path, product: Any, value: Any) -> tuple[int, str]:
+    """Write a product through a temporary file renamed into place; its size and sha256."""
+    from bricks.pipeline import write_product
+
     partial = path.with_name(f".{path.name}.partial")
-    partial.write_bytes(data)
-    os.replace(partial, path)
+    try:
+        with partial.open("wb") as stream:
+            write_product(product, value, stream)
+        size, sha256 = partial.stat().st_size, _sha256_file(partial)
+        os.replace(partial, path)
+    finally:
+        partial.unlink(missing_ok=True)
+    return size, sha256
 
 
 def _read_config(path: Path | None) -> dict[str, Any]:
@@ -118,7 +127,7 @@ def run_to_directory(
 
     from bricks.calibration import model_calibrations
     from bricks.errors import MxtError, Unprocessable
-    from bricks.pipeline import run_pipeline, serialise_product
+    from bricks.pipeline import run_pipeline
 
     config = _read_config(config_path)
     if caldb is None:
@@ -136,8 +145,7 @@ def run_to_directory(
     }
 
     def on_product(product: Any, value: Any, brick: Any) -> None:
-        data = serialise_product(product, value)
-        _write_atomically(out / product.filename, data)
+        size, sha256 = _write_atomically(out / product.filename, product, value)
         manifest["products"].append(
             {
                 "name": product.name,
@@ -145,8 +153,8 @@ def run_to_directory(
                 "kind": product.kind,
                 "brick": brick.name,
                 "brick_version": brick.version,
-                "size": len(data),
-                "sha256": hashlib.sha256(data).hexdigest(),
+                "size": size,
+                "sha256": sha256,
             }
         )
 
@@ -176,7 +184,8 @@ def run_to_directory(
         manifest["error"] = exc.to_dict()
         raise
     finally:
-        _write_atomically(out / "manifest.json", _manifest_bytes(manifest))
+        (out / ".manifest.json.partial").write_bytes(_manifest_bytes(manifest))
+        os.replace(out / ".manifest.json.partial", out / "manifest.json")
     return manifest
 
 
