@@ -63,6 +63,8 @@ class FunctionSpec:
     annotations: dict[str, str] = field(default_factory=dict)
     source: str = "stack"
     workdir: Path = field(default_factory=Path.cwd)
+    # the OpenFaaS deploy request of an API deployment, kept to redeploy it at restart
+    deploy_request: dict[str, Any] | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
         if not FUNCTION_NAME.match(self.name) or len(self.name) > FUNCTION_NAME_MAX_LENGTH:
@@ -138,6 +140,7 @@ class FunctionSpec:
         )
         if not spec.handler_path.is_dir():
             raise BadInput(f"handler folder {handler!r} does not exist", field="handler")
+        spec.deploy_request = dict(body, handler=str(spec.handler_path))
         return spec
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import json
 import logging
 import os
 import signal
@@ -24,6 +25,7 @@ from pathlib import Path
 
 import aiohttp
 
+from bricks.errors import BadInput
 from gateway.functions import FunctionSpec
 from gateway.logbook import LogBook
 from gateway.settings import GatewaySettings
@@ -364,6 +366,7 @@ class LocalProvider:
         self.health_session = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=0, force_close=True)
         )
+        await self._restore_api_deployments()
         await self.reload_stack()
         if self.load_specs is not None:
             self._watcher = asyncio.create_task(self._watch(watch_period), name="stack watcher")
@@ -384,9 +387,41 @@ class LocalProvider:
             await asyncio.sleep(0.05)
 
     def changed(self) -> None:
-        """Tell listeners (routes, connector) that the set of functions changed."""
+        """Save the API deployments; tell listeners (routes, connector) of the change."""
+        self._save_api_deployments()
         for listener in self.listeners:
             listener()
+
+    @property
+    def api_deployments_file(self) -> Path:
+        """Where functions deployed through the API are kept across restarts."""
+        return self.settings.data_dir / "deployments.json"
+
+    def _save_api_deployments(self) -> None:
+        requests = [
+            d.spec.deploy_request
+            for d in self.deployments.values()
+            if d.spec.source == "api" and d.spec.deploy_request
+        ]
+        path = self.api_deployments_file
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = path.with_suffix(".tmp")
+        temporary.write_text(json.dumps(requests, indent=1))
+        temporary.replace(path)
+
+    async def _restore_api_deployments(self) -> None:
+        """Deploy again what was deployed through the API before a restart."""
+        try:
+            requests = json.loads(self.api_deployments_file.read_text())
+        except (FileNotFoundError, json.JSONDecodeError):
+            return
+        for request in requests:
+            try:
+                spec = FunctionSpec.from_deploy_request(request, self.settings.data_dir)
+            except BadInput as exc:  # its handler folder is gone: say so, keep the rest
+                log.error("API deployment not restored: %s", exc.reason)
+                continue
+            await self.deploy(spec)
 
     async def _watch(self, period: float) -> None:
         while True:

@@ -17,7 +17,7 @@ import psutil
 from gateway.messages import ASYNC_STREAM, WORKER_DURABLE
 from local.natsd import free_port
 from local.stack import EmbeddedStack, read_state
-from tests.gateway.conftest import function_entry, wait_call, wait_for, write_stack
+from tests.gateway.conftest import FUNCTIONS, function_entry, wait_call, wait_for, write_stack
 
 
 def _descendants(pid: int) -> list[psutil.Process]:
@@ -178,6 +178,10 @@ def test_killed_stack_leaves_only_what_the_next_start_cleans(tmp_path: Path) -> 
     stack_file = write_stack(tmp_path / "stack.yml", {"echo": function_entry("echo")})
     stack = EmbeddedStack(stack_file, tmp_path / "data").start()
     assert stack.process is not None
+    deployment = {"service": "api-echo", "handler": str(FUNCTIONS / "echo")}
+    deployed = httpx.post(f"{stack.url}/system/functions", json=deployment, auth=stack.auth)
+    assert deployed.status_code == 202
+    stack.wait_functions_ready()
     children = _descendants(stack.process.pid)
     stack.process.kill()  # SIGKILL: no drain, no cleanup
     stack.process.wait()
@@ -185,5 +189,8 @@ def test_killed_stack_leaves_only_what_the_next_start_cleans(tmp_path: Path) -> 
     survivors = wait_for(lambda: (alive := _alive(children)) and len(alive) == 1 and alive)
     assert "nats-server" in " ".join(survivors[0].cmdline())
     # ...until the next start on the same data directory stops it
-    with EmbeddedStack(stack_file, tmp_path / "data"):
+    with EmbeddedStack(stack_file, tmp_path / "data") as again:
         assert _alive(survivors) == []
+        # and functions deployed through the API come back with the stack
+        resp = httpx.post(f"{again.url}/function/api-echo", json={"message": "back"})
+        assert resp.status_code == 200 and resp.json()["message"] == "back"
