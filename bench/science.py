@@ -140,6 +140,7 @@ def peak_rss_mb() -> float:
 
 
 def _warm_matplotlib() -> None:
+    """Draw one small sky figure: loads fonts, WCSAxes and mathtext (~5 s cold, once)."""
     import io
 
     import matplotlib
@@ -147,7 +148,11 @@ def _warm_matplotlib() -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots()
+    from bricks.wcs import sky_wcs
+
+    fig = plt.figure(figsize=(2, 2))
+    ax = fig.add_subplot(projection=sky_wcs(180.0, 30.0))
+    ax.imshow(np.zeros((8, 8)), origin="lower")
     ax.plot([1, 2], [1, 2], label="warm-up")
     ax.legend()
     fig.savefig(io.BytesIO(), format="png")
@@ -179,8 +184,8 @@ def run_one(path: Path) -> dict:
             after_mb[event.brick] = _status_mb("VmRSS")
             high_mb[event.brick] = peak_rss_mb()
 
-    # Import every brick and draw one throw-away figure before timing (matplotlib's first
-    # draw loads fonts: ~1 s once per process); a warm function pays neither.
+    # Import every brick and draw one throw-away sky figure before timing (the first
+    # WCSAxes draw of a process costs seconds); a warm function pays neither.
     from bricks.registry import all_bricks
 
     all_bricks()
