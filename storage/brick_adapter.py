@@ -14,6 +14,7 @@ same content instead of adding new ones; each write is atomic in the store.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import time
 from datetime import UTC, datetime
@@ -23,7 +24,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from bricks.base import Brick, Product
-from bricks.errors import BadInput, NotFound, Unprocessable
+from bricks.errors import BadInput, MxtError, NotFound, Unprocessable
 
 PRODUCTS_BUCKET = "products"
 REF_PATTERN = r"^[a-z0-9-]{3,63}/[^\s]{1,1000}$"
@@ -235,6 +236,18 @@ def _calibration_file(store: Any, ref: str, sha256: str) -> dict[str, Any]:
     bucket, key = split_ref(ref)
     with fits.open(io.BytesIO(store.get(bucket, key))) as hdul:
         return calibration_from_hdulist(hdul)
+
+
+def warm_up() -> None:
+    """Pay at process start what the first call would: the product codecs and the store.
+
+    A store that cannot be reached yet is left for the first call to report.
+    """
+    import bricks.pipeline  # noqa: F401 - astropy.io.fits and the (de)serialisers
+    from storage.objects import get_store
+
+    with contextlib.suppress(MxtError):
+        get_store()
 
 
 def run_brick_function(brick: Brick, request: BrickRequest, log: Any = None) -> BrickResponse:

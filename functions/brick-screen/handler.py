@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from bricks.registry import get_brick
-from storage.brick_adapter import BrickRequest, BrickResponse, run_brick_function
+from storage.brick_adapter import BrickRequest, BrickResponse, run_brick_function, warm_up
 
 # imported when the process starts, not on the first call: a ToO notice waits for no import
 BRICK = get_brick("screen")
+warm_up()
 
 
 def handle(request: BrickRequest, context) -> BrickResponse:  # noqa: ANN001

@@ -5,6 +5,8 @@ from __future__ import annotations
 from gateway.messages import CallCompleted
 from gateway.orchestrator import api
 
+api.warm_up()
+
 
 async def handle(request: CallCompleted) -> dict[str, str]:
     """Record the brick's outcome and dispatch what became ready."""

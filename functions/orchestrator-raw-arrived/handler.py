@@ -6,6 +6,8 @@ from starlette.responses import Response
 
 from gateway.orchestrator import api
 
+api.warm_up()
+
 
 async def handle(request: bytes) -> Response:
     """Start the run of each FITS file the MinIO-shaped event names."""

@@ -7,6 +7,8 @@ from starlette.responses import Response
 from gateway.orchestrator import api
 from gateway.orchestrator.service import StartRun
 
+api.warm_up()
+
 SUCCESS_STATUS = 201
 
 

@@ -44,6 +44,15 @@ def orchestrator() -> service.Orchestrator:
     )
 
 
+def warm_up() -> None:
+    """Import at process start what the first run would wait for (the bricks' declarations,
+    the database layer), so that the first completion is handled as fast as the others."""
+    from bricks.registry import all_bricks
+
+    all_bricks()
+    orchestrator()
+
+
 def json_response(payload: Any, status: int = 200) -> Response:
     """A JSON response serialised with orjson (datetimes as ISO 8601)."""
     return Response(orjson.dumps(payload), status_code=status, media_type="application/json")
