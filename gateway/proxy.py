@@ -36,6 +36,8 @@ HOP_BY_HOP = frozenset(
         b"upgrade",
         b"host",
         b"content-length",
+        # uvicorn answered the client's "100-continue" already; the function must not wait
+        b"expect",
     }
 )
 # response headers the gateway sets itself (uvicorn adds date; the call headers are ours)
