@@ -124,3 +124,25 @@ def test_input_is_not_mutated() -> None:
     BRICK({"l2_events": l2}, model_calibrations())
     assert [h.header.tostring() for h in l2] == before
     assert np.array_equal(l2["EVENTS"].data["X"], x)
+
+
+def test_screened_simulation_with_an_saa_passage() -> None:
+    """Simulator → … → screen → exposure: the SAA gap leaves the GTIs, the map follows."""
+    from bricks.pipeline import run_bricks
+    from bricks.registry import get_brick
+    from bricks.simulate import Scene as SimScene
+    from bricks.simulate import simulate
+
+    scene = SimScene(ra_pnt=150.0, dec_pnt=20.0, roll=40.0, duration=400.0, saa=[(100, 180)])
+    l0, _ = simulate(scene)
+    names = ("ingest", "calibrate", "coordinates", "screen", "exposure")
+    out = run_bricks([get_brick(n) for n in names], {"l0": l0}, model_calibrations())
+    header = out["l2_events"]["EVENTS"].header
+    assert header["EXPOSURE"] == pytest.approx(320.0, abs=1.0)
+    expmap = out["expmap"][0]
+    assert expmap.data.max() == pytest.approx(header["EXPOSURE"], rel=1e-3)
+    assert expmap.header["EXPOSURE"] == header["EXPOSURE"]
+    # jittered attitude: a few distinct pointings, the area still conserved
+    assert expmap.header["NPOINT"] >= 1
+    weight = detector_weight(BadPixels.model(), Vignetting.model(), GEOMETRY)
+    assert expmap.data.sum() == pytest.approx(header["EXPOSURE"] * weight.sum(), rel=0.01)
