@@ -96,6 +96,11 @@ def _meta(obs_meta: Mapping[str, Any], *names: str) -> Any:
     return None
 
 
+def _either(value: Any, fallback: Any) -> Any:
+    """``value`` unless it is None (0.0 is a valid RA, Dec or roll)."""
+    return fallback if value is None else value
+
+
 def utc_iso_from_mission(seconds: float) -> str:
     """UTC ISO 8601 (microseconds) of a mission time (TT seconds since 2017-01-01)."""
     moment = MISSION_EPOCH + timedelta(seconds=float(seconds) - TT_MINUS_UTC_S)
@@ -164,8 +169,11 @@ def notice_facts(
     """
     if not isinstance(position, Mapping) or "status" not in position:
         raise BadInput("position must be the detect brick's JSON object with a 'status'")
-    trig = _meta(obs_meta, "trigtime", "trigger_time")
-    trig = float(trig) if trig is not None else position.get("trigger_time")
+    trig = _either(_meta(obs_meta, "trigtime", "trigger_time"), position.get("trigger_time"))
+    try:
+        trig = float(trig) if trig is not None else None
+    except (TypeError, ValueError):
+        raise BadInput(f"trigger time must be mission seconds, not {trig!r}") from None
     now = config.alert_datetime or _data_end_utc(position)
     facts: dict[str, Any] = {
         "id": _alert_id(position, obs_meta),
@@ -174,9 +182,9 @@ def notice_facts(
         "trigger_time_tt": trig,
         "trigger_time": utc_iso_from_mission(trig) if trig is not None else None,
         "image_duration": float(position.get("exposure") or 0.0),
-        "ra_pointing": _meta(obs_meta, "ra_pnt") or position.get("ra_pointing"),
-        "dec_pointing": _meta(obs_meta, "dec_pnt") or position.get("dec_pointing"),
-        "roll": position.get("roll", _meta(obs_meta, "pa_pnt")),
+        "ra_pointing": _either(_meta(obs_meta, "ra_pnt"), position.get("ra_pointing")),
+        "dec_pointing": _either(_meta(obs_meta, "dec_pnt"), position.get("dec_pointing")),
+        "roll": _either(position.get("roll"), _meta(obs_meta, "pa_pnt")),
         "use_vt_attitude": bool(_meta(obs_meta, "use_vt_attitude") or False),
     }
     if not facts["detected"]:
@@ -199,9 +207,9 @@ def notice_facts(
         **_sky_angles(ra, dec, trig),
     )
     facts["quality_flag"] = quality_flag(facts["err90_deg"])
-    target_ra = _meta(obs_meta, "ra_obj") or position.get("ra_target")
-    target_dec = _meta(obs_meta, "dec_obj") or position.get("dec_target")
-    eclairs_r90 = _meta(obs_meta, "eclairs_r90_arcmin") or config.eclairs_r90_arcmin
+    target_ra = _either(_meta(obs_meta, "ra_obj"), position.get("ra_target"))
+    target_dec = _either(_meta(obs_meta, "dec_obj"), position.get("dec_target"))
+    eclairs_r90 = _either(_meta(obs_meta, "eclairs_r90_arcmin"), config.eclairs_r90_arcmin)
     facts["eclairs_angle_arcmin"] = None
     if target_ra is not None and target_dec is not None:
         angle = 60.0 * _angle_deg(ra, dec, float(target_ra), float(target_dec))

@@ -132,6 +132,19 @@ def test_json_uses_the_gcn_schema_field_names(position: dict) -> None:
     assert body["systematic_included"] is True and body["containment_probability"] == 0.9
 
 
+def test_zero_coordinates_are_values_not_gaps(position: dict) -> None:
+    """RA_OBJ = 0 or a zero pointing are real positions, not missing ones."""
+    meta = {**OBS_META, "ra_obj": 0.0, "dec_obj": 0.0, "ra_pnt": 0.0, "dec_pnt": 0.0}
+    meta.pop("RA_OBJ"), meta.pop("DEC_OBJ")
+    body = BRICK({"position": position, "obs_meta": meta}, {})["notice_json"]
+    assert body["ra_pointing"] == 0.0 and body["dec_pointing"] == 0.0
+    root = ET.fromstring(BRICK({"position": position, "obs_meta": meta}, {})["notice_voevent"])
+    angle = float(
+        next(p for p in root.iter("Param") if p.get("name") == "ECLAIRs_Angle").get("value")
+    )
+    assert angle > 60.0 * 100  # the target at (0, 0) is far from (150, 20)
+
+
 def test_notice_is_reproducible(position: dict) -> None:
     """Without an explicit date the notice is dated by the data's end: same in, same out."""
     first, second = _notice(position), _notice(position)
@@ -166,6 +179,8 @@ def test_bad_inputs_are_named(position: dict) -> None:
         BRICK({"position": position, "obs_meta": ["x"]}, {})
     with pytest.raises(BadInput, match="obs_meta"):
         BRICK({"position": position}, {})
+    with pytest.raises(BadInput, match="trigger time"):
+        BRICK({"position": position, "obs_meta": {**OBS_META, "trigger_time": "soon"}}, {})
     with pytest.raises(ValidationError, match="alert_type"):
         BRICK({"position": position, "obs_meta": OBS_META}, {}, {"alert_type": "final"})
 
