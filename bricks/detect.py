@@ -334,7 +334,10 @@ def detect_sources(
     if sources:
         chosen = _select(sources, wcs, header, config)
         fit = localise_source(x, y, chosen, sources, expmap, psf, roll, pixel_arcmin, config)
-        if fit is not None:
+        if fit is None:
+            reason = "too few events about the source to fit a position"
+            position = _no_detection(reason, len(sources), summary)
+        else:
             position = _position_dict(fit, chosen, len(sources), wcs, summary, config)
     return {
         "image": _image_hdulist(image, wcs, header),
