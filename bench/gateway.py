@@ -26,14 +26,13 @@ from pathlib import Path
 
 import aiohttp
 import psutil
-import yaml
 from aiohttp import web
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from local.natsd import free_port  # noqa: E402
-from local.stack import EmbeddedStack  # noqa: E402
+from local.stack import EmbeddedStack, write_stack_file  # noqa: E402
 
 ECHO_BODY = b'{"message": "x"}'
 HEADERS = {"Content-Type": "application/json"}
@@ -41,15 +40,8 @@ HEADERS = {"Content-Type": "application/json"}
 
 def write_stack(path: Path, names: list[str]) -> Path:
     """A stack file running the ``echo`` handler under each name."""
-    functions = {n: {"lang": "python3-mxt", "handler": str(REPO / "functions/echo")} for n in names}
-    document = {
-        "version": 1.0,
-        "provider": {"name": "openfaas"},
-        "configuration": {"templates": [{"name": "python3-mxt"}]},
-        "functions": functions,
-    }
-    path.write_text(yaml.safe_dump(document))
-    return path
+    handler = str(REPO / "functions/echo")
+    return write_stack_file(path, {n: {"lang": "python3-mxt", "handler": handler} for n in names})
 
 
 async def load(
@@ -90,15 +82,6 @@ def percentile(values: list[float], q: float) -> float:
     """The ``q`` quantile (0-1) of ``values``."""
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
-
-
-def replica_url(stack: EmbeddedStack, name: str) -> str:
-    """The direct URL of the function's first process (its ``--port``)."""
-    for proc in psutil.Process(stack.process.pid).children(recursive=True):
-        cmd = proc.cmdline()
-        if "gateway.runtime" in cmd and cmd[cmd.index("--name") + 1] == name:
-            return f"http://127.0.0.1:{cmd[cmd.index('--port') + 1]}/"
-    raise LookupError(name)
 
 
 class CpuMeter:
@@ -196,14 +179,10 @@ async def main() -> None:
         root = Path(tmp)
         stack = EmbeddedStack(write_stack(root / "stack.yml", ["echo"]), root / "data").start()
         try:
-            gateway_url, direct_url = stack.url + "/function/echo", replica_url(stack, "echo")
+            gateway_url, direct_url = stack.url + "/function/echo", stack.replica_urls("echo")[0]
             await asyncio.sleep(1.0)
             gateway_rss = rss_mb(stack.process.pid)
-            function_pid = next(
-                p.pid
-                for p in psutil.Process(stack.process.pid).children(recursive=True)
-                if "gateway.runtime" in p.cmdline()
-            )
+            (function_pid,) = stack.replica_pids("echo")
             function_rss = rss_mb(function_pid)
             gateway, function = psutil.Process(stack.process.pid), psutil.Process(function_pid)
             await load(gateway_url, 2000, 32, 5)  # warm up both paths

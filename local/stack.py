@@ -32,6 +32,23 @@ from storage.settings import default_data_dir
 STATE_FILE = "mxt-up.json"
 
 
+def write_stack_file(path: Path, functions: dict[str, dict[str, Any]]) -> Path:
+    """Write a minimal ``stack.yml`` listing ``functions`` (entries as in the stack file).
+
+    For tests and benchmarks that serve only the functions they need.
+    """
+    import yaml
+
+    document = {
+        "version": 1.0,
+        "provider": {"name": "openfaas"},
+        "configuration": {"templates": [{"name": "python3-mxt"}]},
+        "functions": functions,
+    }
+    path.write_text(yaml.safe_dump(document, sort_keys=False))
+    return path
+
+
 def state_path(data_dir: Path) -> Path:
     """Where a running stack describes itself (pid, URLs, files)."""
     return data_dir / STATE_FILE
@@ -298,6 +315,33 @@ class EmbeddedStack:
         if ready:
             self.wait_functions_ready(max(1.0, deadline - time.monotonic()))
         return self
+
+    def replica_pids(self, function: str) -> list[int]:
+        """Process ids of the function's replicas (for fault tests that kill one)."""
+        return [
+            proc.pid for proc, cmd in self._replicas() if cmd[cmd.index("--name") + 1] == function
+        ]
+
+    def replica_urls(self, function: str) -> list[str]:
+        """Direct URLs of the function's replicas (benchmarks compare with the gateway)."""
+        return [
+            f"http://127.0.0.1:{cmd[cmd.index('--port') + 1]}/"
+            for _, cmd in self._replicas()
+            if cmd[cmd.index("--name") + 1] == function
+        ]
+
+    def _replicas(self) -> list[tuple[Any, list[str]]]:
+        import psutil
+
+        if self.process is None:
+            raise RuntimeError("the stack is not running")
+        found = []
+        for proc in psutil.Process(self.process.pid).children(recursive=True):
+            with contextlib.suppress(psutil.Error):
+                cmd = proc.cmdline()
+                if "gateway.runtime" in cmd and "--name" in cmd and "--port" in cmd:
+                    found.append((proc, cmd))
+        return found
 
     def healthy(self) -> bool:
         """Whether the gateway answers ``/healthz``."""

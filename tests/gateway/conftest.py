@@ -12,9 +12,8 @@ from typing import Any
 
 import httpx
 import pytest
-import yaml
 
-from local.stack import EmbeddedStack
+from local.stack import EmbeddedStack, write_stack_file
 
 REPO = Path(__file__).resolve().parents[2]
 FUNCTIONS = REPO / "functions"
@@ -25,16 +24,7 @@ def function_entry(handler: str, **extra: Any) -> dict[str, Any]:
     return {"lang": "python3-mxt", "handler": str(FUNCTIONS / handler), **extra}
 
 
-def write_stack(path: Path, functions: dict[str, dict[str, Any]]) -> Path:
-    """Write a stack file listing ``functions`` and return its path."""
-    document = {
-        "version": 1.0,
-        "provider": {"name": "openfaas"},
-        "configuration": {"templates": [{"name": "python3-mxt"}]},
-        "functions": functions,
-    }
-    path.write_text(yaml.safe_dump(document, sort_keys=False))
-    return path
+write_stack = write_stack_file
 
 
 STACK_FUNCTIONS = {

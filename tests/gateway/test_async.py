@@ -143,15 +143,6 @@ def test_bad_async_headers_are_400(client: httpx.Client) -> None:
     assert client.get("/async-function/status/unknown-id").status_code == 404
 
 
-def _replica_pids(stack: EmbeddedStack, name: str) -> list[int]:
-    assert stack.process is not None
-    return [
-        p.pid
-        for p in psutil.Process(stack.process.pid).children(recursive=True)
-        if f"--name {name} " in " ".join(p.cmdline()) + " "
-    ]
-
-
 def test_killed_replica_loses_no_accepted_call(stack: EmbeddedStack, client: httpx.Client):
     calls = [
         client.post("/async-function/victim", json={"seconds": 0.05}).headers["x-call-id"]
@@ -159,10 +150,10 @@ def test_killed_replica_loses_no_accepted_call(stack: EmbeddedStack, client: htt
     ]
     # kill the only replica while the queue is being worked through
     wait_for(lambda: client.get(f"/async-function/status/{calls[20]}").json()["state"] != "queued")
-    (pid,) = _replica_pids(stack, "victim")
+    (pid,) = stack.replica_pids("victim")
     psutil.Process(pid).kill()
     states = [wait_call(client, c, ("succeeded", "failed", "dead-lettered")) for c in calls]
     assert [s["state"] for s in states] == ["succeeded"] * len(calls)
     assert any(s["attempts"] > 1 for s in states)  # some calls were cut and retried
-    new_pids = wait_for(lambda: _replica_pids(stack, "victim"))
+    new_pids = wait_for(lambda: stack.replica_pids("victim"))
     assert new_pids != [pid]
