@@ -285,18 +285,25 @@ def test_cli_writes_the_products_the_in_process_run_makes(afterglow, tmp_path):
 
 
 def test_cli_names_bad_input_and_records_the_failure(afterglow, tmp_path):
+    """The command in this process (click's runner): a real process is tested above."""
+    from click.testing import CliRunner
+
+    from local.cli_pipeline import pipeline
+
     path, _, _ = afterglow
     truncated = tmp_path / "truncated.fits"
     truncated.write_bytes(path.read_bytes()[:5000])
-    result = _mxt("pipeline", "run", str(truncated), "--out", str(tmp_path / "out"))
-    assert result.returncode != 0
-    assert "error" in result.stderr and "Traceback" not in result.stderr
+    runner = CliRunner()
+    result = runner.invoke(pipeline, ["run", str(truncated), "--out", str(tmp_path / "out")])
+    assert result.exit_code == 1  # unprocessable, not a crash
+    assert isinstance(result.exception, SystemExit)
+    assert "error (unprocessable)" in result.output
     manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
     assert manifest["status"] == "failed" and manifest["error"]["reason"]
     bad_config = tmp_path / "bad.yaml"
     bad_config.write_text("spectrum: {colour: red}\n")
-    result = _mxt(
-        "pipeline", "run", str(path), "--out", str(tmp_path / "o2"), "--config", str(bad_config)
+    result = runner.invoke(
+        pipeline, ["run", str(path), "--out", str(tmp_path / "o2"), "--config", str(bad_config)]
     )
-    assert result.returncode == 2
-    assert "config of brick spectrum: colour" in result.stderr
+    assert result.exit_code == 2
+    assert "config of brick spectrum: colour" in result.output
