@@ -72,6 +72,7 @@ class Replica:
         self.failure: str | None = None
         self._last_line = ""
         self._became_ready = False
+        self._holds_slot = False
         self.stopping = False
         self.task: asyncio.Task[None] | None = None
 
@@ -111,16 +112,24 @@ class Replica:
         # a fresh port each run: the last one may have been taken while it was down
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.process = await asyncio.create_subprocess_exec(
-            *self.deployment.command(self.port),
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-            cwd=str(spec.workdir),
-            env=self.deployment.environment(),
-            start_new_session=True,
-            preexec_fn=_die_with_parent,
-        )
+        # few processes start at once, so that forty starting functions do not starve
+        # the gateway (and each other) of the CPU; the slot is freed once healthy
+        await self.deployment.start_slots.acquire()
+        self._holds_slot = True
+        try:
+            self.process = await asyncio.create_subprocess_exec(
+                *self.deployment.command(self.port),
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
+                cwd=str(spec.workdir),
+                env=self.deployment.environment(),
+                start_new_session=True,
+                preexec_fn=_die_with_parent,
+            )
+        except BaseException:
+            self._release_slot()
+            raise
         pumps = [
             asyncio.create_task(self._pump(self.process.stdout)),
             asyncio.create_task(self._pump(self.process.stderr)),
@@ -130,9 +139,15 @@ class Replica:
         try:
             await self.process.wait()
         finally:
+            self._release_slot()
             watch.cancel()
             await asyncio.gather(*pumps, watch, return_exceptions=True)
         return self._became_ready
+
+    def _release_slot(self) -> None:
+        if self._holds_slot:
+            self._holds_slot = False
+            self.deployment.start_slots.release()
 
     async def _pump(self, stream: asyncio.StreamReader | None) -> None:
         if stream is None:
@@ -165,6 +180,7 @@ class Replica:
             period = min(period * 1.3, 0.5)
         self.failure = None
         self._became_ready = True
+        self._release_slot()
         self._set_ready(True)
         failures = 0
         while True:
@@ -232,10 +248,12 @@ class Deployment:
         settings: GatewaySettings,
         health_session: aiohttp.ClientSession,
         extra_env: dict[str, str],
+        start_slots: asyncio.Semaphore,
     ) -> None:
         self.spec = spec
         self.settings = settings
         self.health_session = health_session
+        self.start_slots = start_slots
         self.extra_env = extra_env
         self.replicas: list[Replica] = []
         self.ready: list[Replica] = []
@@ -358,6 +376,9 @@ class LocalProvider:
         self._stack_mtime: float | None = None
         self._watcher: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
+        self.start_slots = asyncio.Semaphore(
+            settings.start_concurrency or max(8, 4 * (os.cpu_count() or 1))
+        )
         self.health_session: aiohttp.ClientSession | None = None
         self.stack_error: str | None = None
 
@@ -477,7 +498,9 @@ class LocalProvider:
             if current is not None:
                 replicas = current.desired
                 del self.deployments[spec.name]
-            deployment = Deployment(spec, self.settings, self.health_session, self.extra_env)
+            deployment = Deployment(
+                spec, self.settings, self.health_session, self.extra_env, self.start_slots
+            )
             self.deployments[spec.name] = deployment
         if current is not None:
             await current.stop()
