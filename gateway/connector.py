@@ -6,7 +6,8 @@ JetStream durable pull consumer on the stream holding the subject (``MXT_STORAGE
 ``MXT_EVENTS``, ``MXT_CALLS``, or ``MXT_TOPICS`` which the connector extends to cover
 plain core-NATS subjects). Each message becomes a durable async call (call id
 ``topic-<stream>-<seq>-<function>``, so a redelivered message is enqueued once) and is
-acked once enqueued; the queue worker's retries and dead letters then apply. The
+acked once enqueued; the queue worker's retries and dead letters then apply (a message
+over the async body limit is terminated with an error in the log). The
 request carries the message body and the headers ``X-Topic`` and ``X-Nats-Seq``.
 """
 
@@ -56,7 +57,14 @@ def content_type_of(body: bytes) -> str:
 class TopicConnector:
     """Keeps one consumer loop per (function, subject) of the deployed functions."""
 
-    def __init__(self, js: JetStreamContext, calls: CallStore, provider: LocalProvider) -> None:
+    def __init__(
+        self,
+        js: JetStreamContext,
+        calls: CallStore,
+        provider: LocalProvider,
+        max_body: int = 700 * 1024,
+    ) -> None:
+        self.max_body = max_body
         self.js = js
         self.calls = calls
         self.provider = provider
@@ -159,6 +167,14 @@ class TopicConnector:
 
     async def _forward(self, binding: Binding, stream: str, msg: Msg) -> None:
         seq = msg.metadata.sequence.stream
+        if len(msg.data) > self.max_body:
+            # it cannot travel as an async call: redelivering it would loop for ever
+            log.error(
+                "topic message %s/%d for %s dropped: %d bytes, over the async limit of %d",
+                stream, seq, binding.function, len(msg.data), self.max_body,
+            )  # fmt: skip
+            await msg.term()
+            return
         call = m.AsyncCall(
             call_id=f"topic-{stream}-{seq}-{binding.function}",
             function=binding.function,

@@ -105,7 +105,9 @@ class Platform:
             self.worker = QueueWorker(self.settings, self.js, self.calls, password, self.provider)
             await self.worker.start()
         if self.run_connector:
-            self.connector = TopicConnector(self.js, self.calls, self.provider)
+            self.connector = TopicConnector(
+                self.js, self.calls, self.provider, self.settings.max_async_body_bytes
+            )
             await self.connector.start()
 
     async def stop(self) -> None:
