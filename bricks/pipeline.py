@@ -350,6 +350,7 @@ def run_bricks(
         except NoWork as exc:
             report(ProgressEvent(brick.name, "skipped", index, total, exc.reason))
             continue
+        seconds = time.perf_counter() - started  # the brick's own time, not the writing
         declared = {p.name: p for p in brick.outputs}
         absent = [n for n, p in declared.items() if not p.optional and n not in outputs]
         extra = sorted(set(outputs) - set(declared))
@@ -366,9 +367,8 @@ def run_bricks(
             for name in [n for n in available if last_use.get(n, -1) < index]:
                 available.pop(name)
                 made.pop(name, None)
-        report(
-            ProgressEvent(brick.name, "done", index, total, seconds=time.perf_counter() - started)
-        )
+            inputs = outputs = {}  # let go of what was dropped before the next brick
+        report(ProgressEvent(brick.name, "done", index, total, seconds=seconds))
     return made
 
 
