@@ -5,7 +5,8 @@ Like OpenFaaS's connector-sdk, but durable: each (function, subject) pair has a
 JetStream durable pull consumer on the stream holding the subject (``MXT_STORAGE``,
 ``MXT_EVENTS``, ``MXT_CALLS``, or ``MXT_TOPICS`` which the connector extends to cover
 plain core-NATS subjects). Each message becomes a durable async call (call id
-``topic-<stream>-<seq>-<function>``, so a redelivered message is enqueued once) and is
+``topic-<stream>-<epoch>-<seq>-<function>``, so a redelivered message is enqueued once;
+``epoch`` tells a recreated stream from its predecessor) and is
 acked once enqueued; the queue worker's retries and dead letters then apply (a message
 over the async body limit is terminated with an error in the log). The
 request carries the message body and the headers ``X-Topic`` and ``X-Nats-Seq``.
@@ -149,6 +150,10 @@ class TopicConnector:
             await self.js.delete_consumer(stream, binding.durable)
 
     async def _consume(self, binding: Binding, stream: str) -> None:
+        # sequences restart when a stream is recreated: its creation time keeps the
+        # call ids of the new stream's messages apart from those of the old one
+        created = (await self.js.stream_info(stream)).created
+        epoch = hashlib.sha1(str(created).encode()).hexdigest()[:6]
         sub = await self.js.pull_subscribe_bind(binding.durable, stream=stream)
         try:
             while True:
@@ -160,23 +165,23 @@ class TopicConnector:
                     await asyncio.sleep(0.5)
                     continue
                 for msg in batch:
-                    await self._forward(binding, stream, msg)
+                    await self._forward(binding, f"{stream}-{epoch}", msg)
         finally:
             with contextlib.suppress(Exception):
                 await sub.unsubscribe()
 
-    async def _forward(self, binding: Binding, stream: str, msg: Msg) -> None:
+    async def _forward(self, binding: Binding, source: str, msg: Msg) -> None:
         seq = msg.metadata.sequence.stream
         if len(msg.data) > self.max_body:
             # it cannot travel as an async call: redelivering it would loop for ever
             log.error(
                 "topic message %s/%d for %s dropped: %d bytes, over the async limit of %d",
-                stream, seq, binding.function, len(msg.data), self.max_body,
+                source, seq, binding.function, len(msg.data), self.max_body,
             )  # fmt: skip
             await msg.term()
             return
         call = m.AsyncCall(
-            call_id=f"topic-{stream}-{seq}-{binding.function}",
+            call_id=f"topic-{source}-{seq}-{binding.function}",
             function=binding.function,
             headers={
                 "Content-Type": (msg.headers or {}).get("Content-Type")
@@ -189,7 +194,7 @@ class TopicConnector:
         try:
             await enqueue(self.js, self.calls, call)
         except Exception:  # noqa: BLE001 - not acked: JetStream redelivers it
-            log.exception("topic message %s/%d not enqueued", stream, seq)
+            log.exception("topic message %s/%d not enqueued", source, seq)
             await msg.nak(delay=1.0)
             return
         await msg.ack()
