@@ -114,6 +114,7 @@ export async function runPage(main, runId) {
   ]);
 
   const stateBox = h("span", { id: "run-state" }, badge(run.state));
+  const durationBox = h("dd", { id: "run-duration" }, run.finished_at ? fmtDuration(secondsBetween(run.started_at, run.finished_at)) : "running");
   const reason = h("div", { id: "run-reason" });
   const actions = h("div", { class: "buttons", id: "run-actions" });
   const actionStatus = h("div", { "aria-live": "polite" });
@@ -166,7 +167,7 @@ export async function runPage(main, runId) {
       h("dt", {}, "Programme"), h("dd", {}, run.programme),
       h("dt", {}, "Configuration"), h("dd", {}, run.config_version ? `version ${run.config_version}` : "active"),
       h("dt", {}, "Created"), h("dd", {}, fmtTime(run.created_at)),
-      h("dt", {}, "Duration"), h("dd", { id: "run-duration" }, run.finished_at ? fmtDuration(secondsBetween(run.started_at, run.finished_at)) : "running"),
+      h("dt", {}, "Duration"), durationBox,
       run.parent_run_id ? [h("dt", {}, "Re-run of"), h("dd", {}, h("a", { href: `#/runs/${run.parent_run_id}` }, run.parent_run_id))] : null),
     positionBox,
     h("section", { "aria-labelledby": "dag-title" }, h("h2", { id: "dag-title" }, "Processing"), dagBox,
@@ -264,7 +265,7 @@ export async function runPage(main, runId) {
       const full = await getJSON(path).catch(() => null);
       if (full) {
         Object.assign(run, full);
-        document.getElementById("run-duration").textContent = fmtDuration(secondsBetween(full.started_at, full.finished_at));
+        durationBox.textContent = fmtDuration(secondsBetween(full.started_at, full.finished_at));
         full.tasks.forEach((t) => { tasks.set(t.brick, t); updateDagNode(dag, t); });
         renderTasks();
       }

@@ -68,12 +68,10 @@ def _log_in(page: Any, password: str) -> None:
 def _simulated_l0(tmp_path: Path, without: str | None = None) -> tuple[Path, str]:
     """A small simulated ToO observation (optionally lacking one extension) and its id."""
     from bricks.simulate import simulate
-    from local.demo import afterglow_scene
+    from local.chainkit import afterglow_scene
 
     obs_id = f"ui{uuid.uuid4().hex[:8]}"
-    # about 10⁴ events: the chain takes seconds once its functions are warm
-    scene = afterglow_scene(seed=int(obs_id[2:], 16) % 10_000, events=10_000)
-    l0, _ = simulate(scene.model_copy(update={"obs_id": obs_id}))
+    l0, _ = simulate(afterglow_scene(obs_id))
     if without is not None:
         del l0[without]
     path = tmp_path / f"{obs_id}_mxt_l0.fits"
@@ -173,6 +171,17 @@ def test_failed_run_shows_its_reason(page, frontend_stack, tmp_path):
     failed_task = next(t for t in run["tasks"] if t["state"] == "failed")
     node = page.locator(f'svg.dag g.node[data-brick="{failed_task["brick"]}"]')
     assert "state-failed" in node.get_attribute("class")
+
+    # re-run from the page (behind the login): a new run of the same file, which fails alike
+    assert page.locator("#rerun-button").is_disabled()
+    _log_in(page, frontend_stack.password)
+    page.locator("#rerun-button").click()
+    page.wait_for_function(f"() => !location.hash.endsWith('{run_id}')")
+    page.locator(f'dd a[href="#/runs/{run_id}"]').wait_for()  # "Re-run of" the failed run
+    page.wait_for_function(
+        "() => document.querySelector('#run-state .badge')?.dataset.state === 'failed'",
+        timeout=RUN_TIMEOUT_MS,
+    )
 
     page.goto("/ui/#/runs?state=failed")
     row = page.locator(f'#runs-body tr[data-run="{run_id}"]')
