@@ -142,6 +142,8 @@ def run_stack(
                 http="httptools",
                 access_log=False,
                 server_header=False,
+                # the gateway sets X-Forwarded-* itself; uvicorn's middleware costs every call
+                proxy_headers=False,
                 log_level="warning",
                 lifespan="on",
                 timeout_graceful_shutdown=10,
