@@ -56,6 +56,7 @@ CLOSE_TRY_AGAIN = 1013
 _RUN_ID = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
 _ALLOWED_PARAMS = ("run", "programme", "kind", "since_seq")
 _PROGRAMME_CACHE = 10_000  # runs whose programme the hub remembers
+_HEARTBEAT = 1.0  # seconds between JetStream heartbeats of an idle client consumer
 _CLOSE_TIMEOUT = 60.0  # seconds a close frame may wait behind data a client has not read
 
 
@@ -327,6 +328,9 @@ async def _serve_client(websocket: WebSocket, hub: _Hub, event_filter: EventFilt
         stream=EVENTS_STREAM,
         cb=client.on_message,
         ordered_consumer=True,
+        # missed heartbeats tell a consumer lost with a restarted nats-server: it is then
+        # recreated from the last delivered sequence (seconds)
+        idle_heartbeat=_HEARTBEAT,
         deliver_policy=DeliverPolicy.BY_START_SEQUENCE,
         config=ConsumerConfig(opt_start_seq=since + 1),
     )

@@ -271,3 +271,20 @@ async def test_unknown_http_path_is_json_404(hub_address):
         await asyncio.to_thread(urllib.request.urlopen, f"http://{hub_address}/nope")
     assert error.value.code == 404
     assert json.loads(error.value.read())["detail"] == "Not Found"
+
+
+async def test_clients_keep_their_place_across_a_nats_restart(nats_fresh, bare_hub_address):
+    nc, js = await _events_stream(nats_fresh.url)
+    ws = await websockets.connect(f"ws://{bare_hub_address}/events?run=r-restart")
+    await _frame(ws)
+    before = [await _publish(js, "task", "r-restart", attempt=i + 1) for i in range(5)]
+    assert [f["seq"] for f in await _events_until(ws, before[-1])] == before
+    await nc.close()
+
+    await asyncio.to_thread(nats_fresh.restart)  # the stream is on disk, consumers are not
+    nc, js = await _events_stream(nats_fresh.url)
+    after = [await _publish(js, "task", "r-restart", attempt=i + 6) for i in range(5)]
+    frames = await _events_until(ws, after[-1])
+    assert [f["seq"] for f in frames] == after  # no gap, no repeat of the first five
+    await ws.close()
+    await nc.close()
