@@ -158,7 +158,12 @@ def create_api(platform: Platform) -> Starlette:
             raise BadInput("query parameter 'name' (the function) is required", field="name")
         deployment = deployment_of(name)
         since = _parse_since(params.get("since"))
-        tail = _parse_int(params.get("tail"), "tail")
+        # faas-cli sends tail=-1 for "all lines"
+        tail = (
+            None
+            if params.get("tail", "").startswith("-")
+            else _parse_int(params.get("tail"), "tail")
+        )
         follow = params.get("follow", "false").lower() in ("1", "true", "yes")
         return StreamingResponse(
             _log_lines(deployment, since, tail, follow), media_type="application/x-ndjson"

@@ -51,6 +51,7 @@ def test_logs_are_ndjson_as_faas_cli_reads_them(admin: httpx.Client, client: htt
     assert lines and all(set(x) >= {"name", "instance", "timestamp", "text"} for x in lines)
     assert any("lg-1" in x["text"] for x in lines)
     assert len(admin.get("/system/logs?name=echo&tail=2").text.splitlines()) == 2
+    assert len(admin.get("/system/logs?name=echo&tail=-1").text.splitlines()) >= len(lines)
     assert admin.get("/system/logs").status_code == 400
     assert admin.get("/system/logs?name=echo&since=yesterday").status_code == 400
 
