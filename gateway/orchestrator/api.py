@@ -8,6 +8,7 @@ parameters and the JSON body merged into one request model.
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import AsyncIterator
 from functools import cache
 from typing import Any, Literal
@@ -20,7 +21,7 @@ from bricks.errors import BadInput
 from gateway.events import EventPublisher
 from gateway.messages import CallCompleted
 from gateway.orchestrator import service
-from gateway.orchestrator.dispatch import GatewayClient
+from gateway.orchestrator.dispatch import GatewayClient, QueueDispatcher
 from gateway.orchestrator.raw import RAW_BUCKET
 
 RUN_ID = r"^r-[a-z0-9-]{1,100}$"
@@ -35,13 +36,14 @@ def orchestrator() -> service.Orchestrator:
     from storage.settings import get_settings
 
     settings = get_settings()
-    password = settings.secret(PASSWORD_FILE)
-    return service.Orchestrator(
-        gateway=GatewayClient(
-            settings.gateway_url, basic_auth_header(password) if password else None
-        ),
-        events=EventPublisher(settings.nats_url or "nats://127.0.0.1:4222"),
-    )
+    nats_url = settings.nats_url or "nats://127.0.0.1:4222"
+    if os.environ.get("MXT_ORCHESTRATOR_DISPATCH", "queue") == "gateway":
+        password = settings.secret(PASSWORD_FILE)
+        authorization = basic_auth_header(password) if password else None
+        dispatcher: Any = GatewayClient(settings.gateway_url, authorization)
+    else:
+        dispatcher = QueueDispatcher(nats_url)
+    return service.Orchestrator(gateway=dispatcher, events=EventPublisher(nats_url))
 
 
 def warm_up() -> None:

@@ -140,3 +140,70 @@ def _error_from(function: str, status: int, payload: bytes) -> MxtError:
     if kind == "unprocessable":
         return Unprocessable(message)
     return BadInput(message)
+
+
+class QueueDispatcher:
+    """Queues brick calls straight on ``MXT_ASYNC`` with the gateway's own ``enqueue``.
+
+    The same way into the queue as ``/async-function`` (dedupe on the call id, a status
+    in ``MXT_CALL_STATUS``), without the HTTP hop through the gateway: the orchestrator
+    is already connected to NATS for its events. The queue worker runs the call and
+    publishes its completion exactly as for a call queued through the gateway.
+
+    Parameters
+    ----------
+    nats_url
+        The NATS server (``MXT_NATS_URL``).
+    """
+
+    def __init__(self, nats_url: str) -> None:
+        self.nats_url = nats_url
+        self._nc: Any = None
+        self._js: Any = None
+        self._calls: Any = None
+
+    async def _queue(self) -> tuple[Any, Any]:
+        import nats
+
+        from gateway import messages as m
+        from gateway.calls import CallStore
+
+        if self._nc is None or self._nc.is_closed:
+            self._nc = await nats.connect(
+                self.nats_url, max_reconnect_attempts=-1, reconnect_time_wait=0.2
+            )
+            self._js = self._nc.jetstream()
+            self._calls = CallStore(await self._js.key_value(m.STATUS_BUCKET))
+        return self._js, self._calls
+
+    async def invoke_async(
+        self, function: str, body: dict[str, Any], call_id: str, headers: dict[str, str]
+    ) -> None:
+        """Queue a durable async call of ``function``.
+
+        Raises
+        ------
+        Transient
+            NATS is unreachable or JetStream did not acknowledge.
+        """
+        from nats.errors import Error as NatsError
+
+        from gateway import messages as m
+        from gateway.calls import enqueue
+
+        call = m.AsyncCall(
+            call_id=call_id,
+            function=function,
+            headers={"Content-Type": "application/json", **headers},
+            body_b64=m.AsyncCall.encode_body(orjson.dumps(body)),
+        )
+        try:
+            js, calls = await self._queue()
+            await enqueue(js, calls, call)
+        except (NatsError, OSError, TimeoutError) as exc:
+            raise Transient(f"cannot queue {function} on NATS: {exc}") from exc
+
+    async def close(self) -> None:
+        """Drain and close the NATS connection."""
+        if self._nc is not None and not self._nc.is_closed:
+            await self._nc.drain()

@@ -17,7 +17,7 @@ import logging
 import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 import sqlalchemy as sa
@@ -35,7 +35,7 @@ from gateway.events import (
 from gateway.messages import CallCompleted
 from gateway.orchestrator import state as st
 from gateway.orchestrator.caldb import resolve_caldb
-from gateway.orchestrator.dispatch import GatewayClient, parse_call_id, task_call_id
+from gateway.orchestrator.dispatch import parse_call_id, task_call_id
 from gateway.orchestrator.programme import (
     RAW_PRODUCER,
     RAW_PRODUCT,
@@ -99,6 +99,14 @@ class RerunRequest(BaseModel):
     caldb_date: str | None = Field(default=None, pattern=r"^\d{4}-\d{2}-\d{2}$")
 
 
+class Dispatcher(Protocol):
+    """Queues a durable async call (``dispatch.QueueDispatcher``, ``dispatch.GatewayClient``)."""
+
+    async def invoke_async(
+        self, function: str, body: dict[str, Any], call_id: str, headers: dict[str, str]
+    ) -> None: ...
+
+
 def new_run_id() -> str:
     """A fresh run id: ``r-<UTC time>-<random>``, sortable by start time."""
     return f"r-{datetime.now(UTC):%Y%m%dt%H%M%S}-{secrets.token_hex(3)}"
@@ -136,14 +144,15 @@ class Orchestrator:
     Parameters
     ----------
     gateway
-        Client of the gateway, for dispatch and CALDB queries.
+        What queues brick calls: ``QueueDispatcher`` (straight on ``MXT_ASYNC``) or
+        ``GatewayClient`` (``POST /async-function/…``); both dedupe on the call id.
     events
         Publisher of run events.
     store
         The object store (``storage.objects.get_store()`` when ``None``).
     """
 
-    gateway: GatewayClient
+    gateway: Dispatcher
     events: EventPublisher
     store: Any = None
 
