@@ -134,6 +134,14 @@ def test_submit_watch_run_complete_live_and_read_position(page, frontend_stack, 
     assert f"± {truth['err90_arcsec']:.1f}″" in shown
     assert page.locator("button[data-notice=notice_json]").count() == 1
 
+    # every FITS product has a working download link
+    fits_links = page.locator('#products-body a[href*=".fits"], #products-body a[href*=".pha"]')
+    assert fits_links.count() >= 5
+    for href in fits_links.evaluate_all("links => links.map(a => a.getAttribute('href'))"):
+        download = httpx.get(frontend_stack.url + href, timeout=30)
+        assert download.status_code == 200, href
+        assert download.content[:6] == b"SIMPLE", href
+
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(SCREENSHOTS / "run.png"), full_page=True)
 
