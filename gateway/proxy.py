@@ -154,10 +154,14 @@ class StreamedBody:
 
 def forward_headers(scope: Scope, call_id: str) -> list[tuple[str, str]]:
     """The request headers for the function: hop-by-hop out, ``X-Forwarded-*`` in."""
+    dropped = HOP_BY_HOP
+    listed = header(scope, b"connection")
+    if listed:  # headers named in Connection are hop-by-hop too (RFC 9110 §7.6.1)
+        dropped = HOP_BY_HOP | {t.strip().lower() for t in listed.split(b",")}
     headers = [
         (k.decode("latin-1"), v.decode("latin-1"))
         for k, v in scope["headers"]
-        if k not in HOP_BY_HOP and k != b"x-call-id"
+        if k not in dropped and k != b"x-call-id"
     ]
     client = scope.get("client")
     host = header(scope, b"host")

@@ -6,6 +6,8 @@ import json
 
 import httpx
 
+from gateway.proxy import forward_headers
+
 
 def test_echo_through_the_gateway_with_openfaas_headers(client: httpx.Client) -> None:
     resp = client.post("/function/echo/some/path", json={"message": "hello", "data": {"a": 1}})
@@ -21,6 +23,29 @@ def test_echo_through_the_gateway_with_openfaas_headers(client: httpx.Client) ->
 def test_encoded_sub_path_and_query_pass_through(client: httpx.Client) -> None:
     resp = client.get("/function/hello-python3-http/a%20b/c", params={"name": "Zoë"})
     assert resp.json() == {"greeting": "Hello, Zoë!", "path": "/a b/c"}
+
+
+def test_hop_by_hop_headers_are_not_forwarded() -> None:
+    scope = {
+        "headers": [
+            (b"host", b"gw:8080"),
+            (b"connection", b"keep-alive, X-Private"),
+            (b"x-private", b"secret"),
+            (b"te", b"trailers"),
+            (b"content-type", b"application/json"),
+            (b"x-call-id", b"client-id"),
+        ],
+        "client": ("10.1.2.3", 5555),
+        "scheme": "http",
+    }
+    forwarded = dict(forward_headers(scope, "the-call"))
+    assert forwarded == {
+        "content-type": "application/json",
+        "X-Forwarded-For": "10.1.2.3",
+        "X-Forwarded-Host": "gw:8080",
+        "X-Forwarded-Proto": "http",
+        "X-Call-Id": "the-call",
+    }
 
 
 def test_supplied_call_id_reaches_the_function(client: httpx.Client, admin: httpx.Client) -> None:
