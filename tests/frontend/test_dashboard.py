@@ -249,14 +249,41 @@ def test_unknown_paths_are_json_404(page, frontend_stack):
     page.locator("[role=alert]", has_text="No run r-does-not-exist").wait_for()
 
 
-def test_browsing_caldb_and_programmes(page, frontend_stack):
+def _seed_programmes(stack: Any) -> None:
+    """What the orchestrator does before its first run: programme configurations in configdb."""
     from gateway.orchestrator.service import seed_programmes
     from storage.db.engine import make_engine, transaction
 
-    engine = make_engine(f"sqlite:///{frontend_stack.data_dir / 'mxt.db'}")
+    engine = make_engine(f"sqlite:///{stack.data_dir / 'mxt.db'}")
     with transaction(engine) as db:
-        seed_programmes(db)  # what the orchestrator does before its first run
+        seed_programmes(db)
     engine.dispose()
+
+
+def test_cancel_from_the_run_page(page, frontend_stack):
+    _seed_programmes(frontend_stack)
+    # a run recorded but never dispatched stays pending: the page cancels it live
+    run_id = f"r-cancel-{uuid.uuid4().hex[:8]}"
+    created = httpx.post(
+        f"{frontend_stack.url}/mxt_missiondb/runs",
+        json={"run_id": run_id, "programme": "ToO", "bricks": ["ingest", "calibrate"]},
+        auth=frontend_stack.auth,
+        timeout=30,
+    )
+    assert created.status_code == 201, created.text
+    page.goto(f"/ui/#/runs/{run_id}")
+    page.locator("#run-state [data-state=pending]").wait_for()
+    assert page.locator("#cancel-button").is_disabled()  # behind the login
+    _log_in(page, frontend_stack.password)
+    page.locator("#cancel-button").click()
+    page.locator("#run-state [data-state=cancelled]").wait_for()
+    assert "cancelled by the operator" in page.locator("#run-reason").inner_text()
+    assert page.locator("svg.dag g.node.state-cancelled").count() == 2
+    assert page.locator("#rerun-button").is_visible()
+
+
+def test_browsing_caldb_and_programmes(page, frontend_stack):
+    _seed_programmes(frontend_stack)
     page.goto("/ui/#/caldb")
     page.locator("main table tbody tr").first.wait_for()
     assert page.locator("main table tbody tr").count() > 3  # the model CALDB
