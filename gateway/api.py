@@ -146,8 +146,12 @@ def create_api(platform: Platform) -> Starlette:
         replicas = (await json_body(request)).get("replicas")
         if not isinstance(replicas, int) or isinstance(replicas, bool):
             raise BadInput("field 'replicas' must be an integer", field="replicas")
-        if not 0 <= replicas <= MAX_REPLICAS:
-            raise BadInput(f"field 'replicas' must be 0 to {MAX_REPLICAS}", field="replicas")
+        most = min(MAX_REPLICAS, deployment.spec.max_replicas)
+        if not 0 <= replicas <= most:
+            raise BadInput(
+                f"field 'replicas' must be 0 to {most} (label com.openfaas.scale.max)",
+                field="replicas",
+            )
         await deployment.scale(replicas)
         return Response(status_code=202)
 

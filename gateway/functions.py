@@ -15,10 +15,12 @@ from typing import Any
 
 from bricks.errors import BadInput
 from gateway.stack import (
+    DEFAULT_SCALE_MAX,
     DEFAULT_SCALE_MIN,
     FUNCTION_NAME,
     FUNCTION_NAME_MAX_LENGTH,
     ROUTES_ANNOTATION,
+    SCALE_MAX_LABEL,
     SCALE_MIN_LABEL,
     TOPIC_ANNOTATION,
     WRITE_ANNOTATION,
@@ -81,6 +83,9 @@ class FunctionSpec:
         self.timeout = self._timeout()
         self.min_replicas = parse_count(
             SCALE_MIN_LABEL, self.labels.get(SCALE_MIN_LABEL), DEFAULT_SCALE_MIN
+        )
+        self.max_replicas = parse_count(
+            SCALE_MAX_LABEL, self.labels.get(SCALE_MAX_LABEL), DEFAULT_SCALE_MAX
         )
 
     def _timeout(self) -> float | None:

@@ -77,6 +77,8 @@ def test_scale_to_three_round_robins_then_to_zero(admin: httpx.Client, client: h
     admin.post("/system/scale-function/echo", json={"replicas": 1})
     bad = admin.post("/system/scale-function/echo", json={"replicas": "two"})
     assert bad.status_code == 400 and bad.json()["detail"]["field"] == "replicas"
+    too_many = admin.post("/system/scale-function/echo", json={"replicas": 21})
+    assert too_many.status_code == 400 and "0 to 20" in too_many.json()["reason"]
 
 
 def test_deploy_update_delete_through_the_api(admin: httpx.Client, client: httpx.Client):
