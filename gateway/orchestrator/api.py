@@ -20,7 +20,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from bricks.errors import BadInput
 from gateway.events import EventPublisher
 from gateway.messages import CallCompleted
-from gateway.orchestrator import service
+from gateway.orchestrator import service, views
 from gateway.orchestrator.dispatch import GatewayClient, QueueDispatcher
 from gateway.orchestrator.raw import RAW_BUCKET
 
@@ -106,12 +106,12 @@ def query_runs(request: RunQuery) -> Response:
         if request.view is not None:
             raise BadInput("view needs a run_id")
         filters = request.model_dump(include={"obs_id", "programme", "state"}, exclude_none=True)
-        return json_response(service.list_runs(filters, request.limit, request.after))
+        return json_response(views.list_runs(filters, request.limit, request.after))
     if request.view == "products":
         return json_response(
-            {"run_id": request.run_id, "items": service.list_products(request.run_id)}
+            {"run_id": request.run_id, "items": views.list_products(request.run_id)}
         )
-    return json_response(service.run_view(request.run_id))
+    return json_response(views.run_view(request.run_id))
 
 
 class RunControl(BaseModel):
@@ -174,7 +174,7 @@ def _log_page(request: LogQuery, after: int | None) -> dict[str, Any]:
 
 def run_logs(request: LogQuery) -> Response:
     """Log lines of a run: one JSON page, or a server-sent event stream with ``follow``."""
-    service.run_view(request.run_id)  # 404 for an unknown run
+    views.run_view(request.run_id)  # 404 for an unknown run
     if not request.follow:
         return json_response(_log_page(request, request.after))
     return StreamingResponse(
@@ -186,7 +186,7 @@ async def _follow(request: LogQuery) -> AsyncIterator[bytes]:
     """Every line as an SSE ``log`` event, until the run has ended and all is sent."""
     after = request.after
     while True:
-        ended = service.run_view(request.run_id)["state"] not in ("pending", "running")
+        ended = views.run_view(request.run_id)["state"] not in ("pending", "running")
         while True:
             page = await asyncio.to_thread(_log_page, request, after)
             for item in page["items"]:
@@ -195,7 +195,7 @@ async def _follow(request: LogQuery) -> AsyncIterator[bytes]:
             if page["next_after"] is None:
                 break
         if ended:
-            state = service.run_view(request.run_id)["state"]
+            state = views.run_view(request.run_id)["state"]
             yield b"event: end\ndata: %s\n\n" % orjson.dumps({"state": state})
             return
         await asyncio.sleep(FOLLOW_POLL_SECONDS)

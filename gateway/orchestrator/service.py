@@ -24,7 +24,7 @@ import sqlalchemy as sa
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.orm import Session
 
-from bricks.errors import BadInput, Conflict, MxtError, NotFound, Transient, classify_status
+from bricks.errors import Conflict, MxtError, Transient, classify_status
 from gateway.events import (
     Alert,
     EventPublisher,
@@ -33,6 +33,7 @@ from gateway.events import (
     TaskStateChanged,
 )
 from gateway.messages import CallCompleted
+from gateway.orchestrator import records, views
 from gateway.orchestrator import state as st
 from gateway.orchestrator.caldb import resolve_caldb
 from gateway.orchestrator.dispatch import parse_call_id, task_call_id
@@ -44,7 +45,7 @@ from gateway.orchestrator.programme import (
     builtin_programme_files,
     programme_for_header,
 )
-from gateway.orchestrator.raw import RawObservation, read_raw_observation
+from gateway.orchestrator.raw import read_raw_observation
 from storage import configdb, missiondb
 
 log = logging.getLogger("mxt.orchestrator")
@@ -173,18 +174,20 @@ class Orchestrator:
         BadInput
             Unreadable raw file, unknown programme or version, invalid overrides.
         """
-        if request.run_id is not None and _run_exists(request.run_id):
-            return run_view(request.run_id)
+        if request.run_id is not None and records.run_exists(request.run_id):
+            return views.run_view(request.run_id)
         observation = read_raw_observation(self._store(), request.raw_key)
         programme = request.programme or programme_for_header(observation.program)
-        with _transaction() as db:
+        with records.transaction() as db:
             seed_programmes(db)
-            version = _config_version(db, programme, request.config_version, request.config)
+            version = records.config_version_with(
+                db, programme, request.config_version, request.config
+            )
             dag, version = load_dag(db, programme, version)
         caldb = resolve_caldb(self._store(), dag.caldb_codenames(), observation, request)
         run_id = request.run_id or new_run_id()
-        with _transaction() as db:
-            _register_observation(db, observation, programme)
+        with records.transaction() as db:
+            records.register_observation(db, observation, programme)
             missiondb.create_run(
                 db,
                 missiondb.RunSpec(
@@ -227,7 +230,7 @@ class Orchestrator:
             await self._end_run(
                 run_id, "failed", f"dispatch of the first bricks failed: {exc.reason}", "skipped"
             )
-        return run_view(run_id)
+        return views.run_view(run_id)
 
     async def rerun(self, run_id: str, request: RerunRequest) -> dict[str, Any]:
         """A new run of the same observation; the earlier run and its products are kept."""
@@ -258,7 +261,7 @@ class Orchestrator:
         that made the task ready comes back only when its handling failed.
         """
         while True:
-            context = _load_context(run_id)
+            context = records.load_context(run_id)
             if context.run.state != "running":
                 return
             tasks = context.tasks
@@ -281,7 +284,7 @@ class Orchestrator:
                     (heal and tasks[brick].state == "dispatched")
                     or (
                         tasks[brick].state == "pending"
-                        and _claim(tasks[brick].task_id, run_id, brick)
+                        and records.claim(tasks[brick].task_id, run_id, brick)
                     )
                 )
             ]
@@ -300,7 +303,7 @@ class Orchestrator:
         """Skip a brick whose inputs an upstream brick did not make (it found no work)."""
         missing = sorted(set(required) - available)
         reason = f"skipped: no {', '.join(missing)} (an upstream brick found no work)"
-        with _transaction() as db:
+        with records.transaction() as db:
             won = missiondb.transition_task(
                 db, task.task_id, ["pending", "dispatched"], "skipped", error=reason
             )
@@ -318,7 +321,9 @@ class Orchestrator:
                 )
             )
 
-    async def _dispatch(self, context: RunContext, dag: Dag, brick: str, attempt: int) -> None:
+    async def _dispatch(
+        self, context: records.RunContext, dag: Dag, brick: str, attempt: int
+    ) -> None:
         node = dag.nodes[brick]
         run_id = context.run.run_id
         inputs = {}
@@ -383,28 +388,30 @@ class Orchestrator:
         response = _response_body(completed)
         task_id = st.task_id_of(run_id, brick)
         registered: list[ProductRegistered] = []
-        with _transaction() as db:
-            won = _finish_task(db, task_id, attempt, "succeeded", None)
-            if won:
-                registered = _register_products(db, run_id, task_id, response)
-        if not won:
+        with records.transaction() as db:
+            outcome = records.finish_task(db, task_id, attempt, "succeeded", None)
+            if outcome is not None:
+                registered = records.register_products(db, run_id, task_id, response)
+        if outcome is None:
             return False
         log.info(
-            "brick %s succeeded in %.2f s (%d product(s))",
+            "brick %s succeeded in %.2f s (%d product(s)%s)",
             brick,
             completed.duration,
             len(registered),
+            ", kept as partial: the run had ended" if outcome == "kept" else "",
             extra={"run_id": run_id, "task_id": task_id},
         )
-        await self.events.publish(
-            TaskStateChanged(
-                run_id=run_id,
-                task=brick,
-                state="succeeded",
-                attempt=attempt,
-                duration=completed.duration,
+        if outcome == "succeeded":
+            await self.events.publish(
+                TaskStateChanged(
+                    run_id=run_id,
+                    task=brick,
+                    state="succeeded",
+                    attempt=attempt,
+                    duration=completed.duration,
+                )
             )
-        )
         await self.events.publish_many(registered)
         notice = next((p for p in registered if p.product == "notice_json"), None)
         if notice is not None:
@@ -441,8 +448,8 @@ class Orchestrator:
             completed.status_code is None or classify_status(completed.status_code) == "transient"
         )
         if transient and attempt <= dag.parameters.retries:
-            with _transaction() as db:
-                won = _retry_task(db, task_id, attempt, reason)
+            with records.transaction() as db:
+                won = records.retry_task(db, task_id, attempt, reason)
             if won:
                 log.warning(
                     "brick %s attempt %d failed (%s); dispatching attempt %d",
@@ -452,10 +459,10 @@ class Orchestrator:
                     attempt + 1,
                     extra={"run_id": run_id, "task_id": task_id},
                 )
-                await self._dispatch(_load_context(run_id), dag, brick, attempt + 1)
+                await self._dispatch(records.load_context(run_id), dag, brick, attempt + 1)
             return "retried"
-        with _transaction() as db:
-            won = _finish_task(db, task_id, attempt, "failed", reason)
+        with records.transaction() as db:
+            won = records.finish_task(db, task_id, attempt, "failed", reason)
         if not won:
             return "ignored"
         log.error(
@@ -475,7 +482,7 @@ class Orchestrator:
     # ----------------------------------------------------------- run endings
 
     async def _finish_if_done(self, run_id: str) -> None:
-        with _transaction() as db:
+        with records.transaction() as db:
             states = {t.state for t in missiondb.run_tasks(db, run_id)}
             if not states <= set(st.TERMINAL_TASK_STATES):
                 return
@@ -509,11 +516,11 @@ class Orchestrator:
         if run.state not in ("pending", "running"):
             raise Conflict(f"run {run_id} is already {run.state}; only a running run is cancelled")
         await self._end_run(run_id, "cancelled", "cancelled by the operator", "cancelled")
-        return run_view(run_id)
+        return views.run_view(run_id)
 
     async def _end_run(self, run_id: str, outcome: str, reason: str, unfinished: str) -> None:
         """End the run; mark its unfinished tasks, and its products partial."""
-        with _transaction() as db:
+        with records.transaction() as db:
             if not missiondb.transition_run(db, run_id, ["pending", "running"], outcome, reason):
                 return
             left = [t for t in missiondb.run_tasks(db, run_id) if t.state in st.OPEN_TASK_STATES]
@@ -537,290 +544,6 @@ class Orchestrator:
                 obs_id=run.obs_id,
             )
         )
-
-
-# ---------------------------------------------------------------------- queries
-
-
-def run_view(run_id: str) -> dict[str, Any]:
-    """A run with its tasks (states, attempts, durations), outputs and CALDB files."""
-    with st.session() as db:
-        run = missiondb.get_run(db, run_id)
-        tasks = missiondb.run_tasks(db, run_id)
-        caldb = db.scalars(sa.select(st.RunCaldbFile).where(st.RunCaldbFile.run_id == run_id))
-        products = db.scalars(sa.select(st.Product).where(st.Product.run_id == run_id))
-        by_task: dict[str, list[str]] = {}
-        for product in products:
-            by_task.setdefault(product.task_id or "", []).append(product.name)
-        needs = _needs(db, run.programme, run.config_version)
-        caldb_files = {
-            f.codename: {"ref": f"{f.bucket}/{f.key}", "sha256": f.sha256} for f in caldb
-        }
-    view = run.model_dump(mode="json")
-    view["caldb_files"] = caldb_files
-    view["tasks"] = [
-        {
-            **task.model_dump(mode="json"),
-            "needs": needs.get(task.brick, []),
-            "products": by_task.get(task.task_id, []),
-            "seconds": _seconds(task.started_at, task.finished_at),
-        }
-        for task in tasks
-    ]
-    return view
-
-
-def list_runs(filters: dict[str, Any], limit: int = 50, after: int | None = None) -> dict[str, Any]:
-    """Runs, newest first, filtered by ``run_id``, ``obs_id``, ``programme`` or ``state``."""
-    request = missiondb.QueryRequest(
-        entity="runs", filters=filters, limit=limit, after=after, descending=True
-    )
-    with st.session() as db:
-        return missiondb.query(db, request).model_dump(mode="json")
-
-
-def list_products(run_id: str) -> list[dict[str, Any]]:
-    """The products a run registered, with their provenance, in registration order."""
-    with st.session() as db:
-        missiondb.get_run(db, run_id)
-        page = missiondb.query(
-            db, missiondb.QueryRequest(entity="products", filters={"run_id": run_id}, limit=1000)
-        )
-    return page.items
-
-
-# ---------------------------------------------------------------------- helpers
-
-
-@dataclass(frozen=True)
-class RunContext:
-    """What dispatching needs of a run, read in one session."""
-
-    run: missiondb.RunRecord
-    tasks: dict[str, missiondb.TaskRecord]
-    outputs: dict[str, str]
-    caldb: dict[str, str]
-    raw: str
-
-
-def _load_context(run_id: str) -> RunContext:
-    with st.session() as db:
-        caldb = db.scalars(sa.select(st.RunCaldbFile).where(st.RunCaldbFile.run_id == run_id))
-        return RunContext(
-            run=missiondb.get_run(db, run_id),
-            tasks={t.brick: t for t in missiondb.run_tasks(db, run_id)},
-            outputs=_outputs(db, run_id),
-            caldb={f.codename: f"{f.bucket}/{f.key}" for f in caldb},
-            raw=_raw_ref(db, run_id),
-        )
-
-
-def _run_exists(run_id: str) -> bool:
-    with st.session() as db:
-        return db.scalar(sa.select(st.Run.id).where(st.Run.run_id == run_id)) is not None
-
-
-def _transaction() -> Any:
-    from storage.db.engine import transaction
-
-    return transaction(st.engine())
-
-
-def _config_version(
-    db: Session, programme: str, version: int | None, overrides: Overrides
-) -> int | None:
-    """The configuration version to run: with overrides, a new inactive version holding them."""
-    if not overrides:
-        return version
-    base = configdb.get_config(db, programme, version)
-    bricks = {node["brick"] for node in base.dag}
-    unknown = sorted(set(overrides) - bricks)
-    if unknown:
-        raise BadInput(
-            f"config names brick(s) {unknown} not in {programme}; bricks: {sorted(bricks)}"
-        )
-    dag = [
-        {**node, "params": {**node.get("params", {}), **overrides.get(node["brick"], {})}}
-        for node in base.dag
-    ]
-    spec = configdb.ConfigSpec(
-        programme=programme,
-        dag=dag,
-        parameters=base.parameters,
-        comment=f"overrides of version {base.version}: {sorted(overrides)}",
-    )
-    build_dag(spec)
-    record, _ = configdb.put_config(db, spec)
-    return record.version
-
-
-def _register_observation(db: Session, observation: RawObservation, programme: str) -> None:
-    bucket, _, key = observation.ref.partition("/")
-    missiondb.register_observation(
-        db,
-        missiondb.ObservationSpec(
-            obs_id=observation.obs_id,
-            programme=programme,
-            object_name=observation.object_name,
-            ra=observation.ra,
-            dec=observation.dec,
-            burst_id=observation.burst_id,
-            raw_bucket=bucket,
-            raw_key=key,
-            raw_sha256=observation.sha256,
-        ),
-    )
-
-
-def _claim(task_id: str, run_id: str, brick: str) -> bool:
-    with _transaction() as db:
-        return (
-            db.execute(
-                sa.update(st.Task)
-                .where(st.Task.task_id == task_id, st.Task.state == "pending")
-                .values(
-                    state="dispatched",
-                    attempts=1,
-                    call_id=task_call_id(run_id, brick, 1),
-                    started_at=datetime.now(UTC),
-                )
-                .execution_options(synchronize_session=False)
-            ).rowcount
-            == 1
-        )
-
-
-def _retry_task(db: Session, task_id: str, attempt: int, reason: str) -> bool:
-    run_id, _, brick = task_id.rpartition(".")
-    return (
-        db.execute(
-            sa.update(st.Task)
-            .where(
-                st.Task.task_id == task_id,
-                st.Task.state == "dispatched",
-                st.Task.attempts == attempt,
-            )
-            .values(
-                attempts=attempt + 1, call_id=task_call_id(run_id, brick, attempt + 1), error=reason
-            )
-            .execution_options(synchronize_session=False)
-        ).rowcount
-        == 1
-    )
-
-
-def _finish_task(db: Session, task_id: str, attempt: int, state: str, error: str | None) -> bool:
-    """Compare-and-set the end of one attempt; a task of a cancelled run stays cancelled."""
-    values: dict[str, Any] = {"state": state, "finished_at": datetime.now(UTC)}
-    if error is not None:
-        values["error"] = error
-    won = db.execute(
-        sa.update(st.Task)
-        .where(
-            st.Task.task_id == task_id, st.Task.state == "dispatched", st.Task.attempts == attempt
-        )
-        .values(**values)
-        .execution_options(synchronize_session=False)
-    ).rowcount
-    if won == 1 or state != "succeeded":
-        return won == 1
-    # the run was cancelled or failed while this attempt ran: keep what it made, partial
-    return db.scalar(
-        sa.select(sa.func.count())
-        .select_from(st.Task)
-        .where(st.Task.task_id == task_id, st.Task.state.in_(("cancelled", "skipped")))
-    ) == 1 and not db.scalar(sa.select(st.Product.id).where(st.Product.task_id == task_id).limit(1))
-
-
-def _register_products(
-    db: Session, run_id: str, task_id: str, response: dict[str, Any]
-) -> list[ProductRegistered]:
-    """Insert-or-get a brick's outputs with their provenance, in one round trip.
-
-    ``missiondb.register_product``'s rules, for a whole brick at once: the same name
-    with the same object is a repeat; with another object it is a ``Conflict``. A
-    product arriving after its run ended is kept, and marked partial.
-    """
-    run = missiondb.get_run(db, run_id)
-    provenance = dict(response.get("provenance", {}))
-    provenance.setdefault("brick", response.get("brick"))
-    provenance.setdefault("brick_version", response.get("version"))
-    provenance["config_version"] = run.config_version
-    provenance["programme"] = run.programme
-    specs = []
-    for name, output in response.get("outputs", {}).items():
-        bucket, _, key = output["ref"].partition("/")
-        specs.append(
-            missiondb.ProductSpec(
-                run_id=run_id,
-                task_id=task_id,
-                name=name,
-                bucket=bucket,
-                key=key,
-                sha256=output["sha256"],
-                size=output["size"],
-                content_type=output.get("content_type", "application/octet-stream"),
-                provenance=missiondb.Provenance(**provenance),
-            )
-        )
-    existing = {
-        row.name: row
-        for row in db.scalars(
-            sa.select(st.Product).where(
-                st.Product.run_id == run_id, st.Product.name.in_([p.name for p in specs])
-            )
-        )
-    }
-    events, now = [], datetime.now(UTC)
-    for spec in specs:
-        row = existing.get(spec.name)
-        if row is not None:
-            if (row.key, row.sha256) != (spec.key, spec.sha256):
-                raise Conflict(f"product {spec.name} of run {run_id} exists with another object")
-            continue
-        values = spec.model_dump(mode="json")
-        db.add(st.Product(**values, partial=run.state != "running", created_at=now))
-        events.append(
-            ProductRegistered(
-                run_id=run_id,
-                task=task_id.rpartition(".")[2],
-                product=spec.name,
-                key=f"{spec.bucket}/{spec.key}",
-                sha256=spec.sha256,
-                size=spec.size,
-            )
-        )
-    db.flush()
-    return events
-
-
-def _outputs(db: Session, run_id: str) -> dict[str, str]:
-    """Product name → ``bucket/key`` of everything the run has registered."""
-    rows = db.execute(
-        sa.select(st.Product.name, st.Product.bucket, st.Product.key).where(
-            st.Product.run_id == run_id
-        )
-    )
-    return {name: f"{bucket}/{key}" for name, bucket, key in rows}
-
-
-def _raw_ref(db: Session, run_id: str) -> str:
-    row = db.execute(
-        sa.select(st.Observation.raw_bucket, st.Observation.raw_key)
-        .join(st.Run, st.Run.obs_id == st.Observation.obs_id)
-        .where(st.Run.run_id == run_id)
-    ).one_or_none()
-    if row is None:
-        raise NotFound(f"run {run_id} has no observation")
-    return f"{row[0]}/{row[1]}"
-
-
-def _needs(db: Session, programme: str, version: int | None) -> dict[str, list[str]]:
-    try:
-        record = configdb.get_config(db, programme, version)
-    except NotFound:
-        return {}
-    return {node["brick"]: list(node.get("needs", [])) for node in record.dag}
 
 
 def _response_body(completed: CallCompleted) -> dict[str, Any]:
@@ -849,7 +572,3 @@ def _failure_reason(completed: CallCompleted) -> str:
 
 def _date(text: str | None) -> datetime | None:
     return datetime.fromisoformat(text).replace(tzinfo=UTC) if text else None
-
-
-def _seconds(start: datetime | None, end: datetime | None) -> float | None:
-    return round((end - start).total_seconds(), 3) if start and end else None

@@ -184,7 +184,7 @@ def test_a_redelivered_completion_changes_nothing(orchestration: Any) -> None:
     ] * 2
     stale = complete_in_thread(endpoint, nats_url, completion(run_id, "calibrate", attempt=7))
     assert stale == "succeeded"
-    from gateway.orchestrator.service import run_view
+    from gateway.orchestrator.views import run_view
 
     tasks = {t["brick"]: t for t in run_view(run_id)["tasks"]}
     assert tasks["calibrate"]["state"] == "dispatched", "a stale attempt finished the task"

@@ -1,0 +1,268 @@
+"""missiondb as the orchestrator uses it: one read of a run, and the compare-and-set
+transitions its state machine makes (each returns whether this caller won it).
+
+Query functions take a session and never commit, except :func:`claim`, which is its
+own transaction: a claimed task must be visible to every other orchestrator at once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+
+from bricks.errors import BadInput, Conflict, NotFound
+from gateway.events import ProductRegistered
+from gateway.orchestrator import state as st
+from gateway.orchestrator.dispatch import task_call_id
+from gateway.orchestrator.programme import build_dag
+from gateway.orchestrator.raw import RawObservation
+from storage import configdb, missiondb
+
+Overrides = dict[str, dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class RunContext:
+    """What dispatching needs of a run, read in one session."""
+
+    run: missiondb.RunRecord
+    tasks: dict[str, missiondb.TaskRecord]
+    outputs: dict[str, str]
+    caldb: dict[str, str]
+    raw: str
+
+
+def load_context(run_id: str) -> RunContext:
+    """The run, its tasks by brick, its products, CALDB files and raw file, in one read."""
+    with st.session() as db:
+        caldb = db.scalars(sa.select(st.RunCaldbFile).where(st.RunCaldbFile.run_id == run_id))
+        return RunContext(
+            run=missiondb.get_run(db, run_id),
+            tasks={t.brick: t for t in missiondb.run_tasks(db, run_id)},
+            outputs=outputs_of(db, run_id),
+            caldb={f.codename: f"{f.bucket}/{f.key}" for f in caldb},
+            raw=raw_ref_of(db, run_id),
+        )
+
+
+def run_exists(run_id: str) -> bool:
+    """Whether a run with this id exists."""
+    with st.session() as db:
+        return db.scalar(sa.select(st.Run.id).where(st.Run.run_id == run_id)) is not None
+
+
+def transaction() -> Any:
+    """A missiondb session in one transaction (``storage.db.engine.transaction``)."""
+    from storage.db.engine import transaction
+
+    return transaction(st.engine())
+
+
+def config_version_with(
+    db: Session, programme: str, version: int | None, overrides: Overrides
+) -> int | None:
+    """The configuration version to run: with overrides, a new inactive version holding them."""
+    if not overrides:
+        return version
+    base = configdb.get_config(db, programme, version)
+    bricks = {node["brick"] for node in base.dag}
+    unknown = sorted(set(overrides) - bricks)
+    if unknown:
+        raise BadInput(
+            f"config names brick(s) {unknown} not in {programme}; bricks: {sorted(bricks)}"
+        )
+    dag = [
+        {**node, "params": {**node.get("params", {}), **overrides.get(node["brick"], {})}}
+        for node in base.dag
+    ]
+    spec = configdb.ConfigSpec(
+        programme=programme,
+        dag=dag,
+        parameters=base.parameters,
+        comment=f"overrides of version {base.version}: {sorted(overrides)}",
+    )
+    build_dag(spec)
+    record, _ = configdb.put_config(db, spec)
+    return record.version
+
+
+def register_observation(db: Session, observation: RawObservation, programme: str) -> None:
+    """Insert-or-get the observation of a raw file (``Conflict`` if another file has its id)."""
+    bucket, _, key = observation.ref.partition("/")
+    missiondb.register_observation(
+        db,
+        missiondb.ObservationSpec(
+            obs_id=observation.obs_id,
+            programme=programme,
+            object_name=observation.object_name,
+            ra=observation.ra,
+            dec=observation.dec,
+            burst_id=observation.burst_id,
+            raw_bucket=bucket,
+            raw_key=key,
+            raw_sha256=observation.sha256,
+        ),
+    )
+
+
+def claim(task_id: str, run_id: str, brick: str) -> bool:
+    """``pending → dispatched`` (attempt 1) in a transaction of its own; True for the winner."""
+    with transaction() as db:
+        return (
+            db.execute(
+                sa.update(st.Task)
+                .where(st.Task.task_id == task_id, st.Task.state == "pending")
+                .values(
+                    state="dispatched",
+                    attempts=1,
+                    call_id=task_call_id(run_id, brick, 1),
+                    started_at=datetime.now(UTC),
+                )
+                .execution_options(synchronize_session=False)
+            ).rowcount
+            == 1
+        )
+
+
+def retry_task(db: Session, task_id: str, attempt: int, reason: str) -> bool:
+    """Move a dispatched task from ``attempt`` to the next; True for the one caller that does."""
+    run_id, _, brick = task_id.rpartition(".")
+    return (
+        db.execute(
+            sa.update(st.Task)
+            .where(
+                st.Task.task_id == task_id,
+                st.Task.state == "dispatched",
+                st.Task.attempts == attempt,
+            )
+            .values(
+                attempts=attempt + 1, call_id=task_call_id(run_id, brick, attempt + 1), error=reason
+            )
+            .execution_options(synchronize_session=False)
+        ).rowcount
+        == 1
+    )
+
+
+def finish_task(
+    db: Session, task_id: str, attempt: int, state: str, error: str | None
+) -> str | None:
+    """Compare-and-set the end of one attempt of a dispatched task.
+
+    Returns
+    -------
+    str or None
+        ``state`` when this caller ended the attempt; ``"kept"`` when a successful
+        attempt finished after its run was cancelled or failed (the task keeps that
+        state, its products are still registered, partial); None for a repeat or a
+        stale attempt.
+    """
+    values: dict[str, Any] = {"state": state, "finished_at": datetime.now(UTC)}
+    if error is not None:
+        values["error"] = error
+    won = db.execute(
+        sa.update(st.Task)
+        .where(
+            st.Task.task_id == task_id, st.Task.state == "dispatched", st.Task.attempts == attempt
+        )
+        .values(**values)
+        .execution_options(synchronize_session=False)
+    ).rowcount
+    if won == 1:
+        return state
+    if state != "succeeded":
+        return None
+    ended = db.scalar(
+        sa.select(st.Task.id).where(
+            st.Task.task_id == task_id, st.Task.state.in_(("cancelled", "skipped"))
+        )
+    )
+    registered = db.scalar(sa.select(st.Product.id).where(st.Product.task_id == task_id).limit(1))
+    return "kept" if ended is not None and registered is None else None
+
+
+def register_products(
+    db: Session, run_id: str, task_id: str, response: dict[str, Any]
+) -> list[ProductRegistered]:
+    """Insert-or-get a brick's outputs with their provenance, in one round trip.
+
+    ``missiondb.register_product``'s rules, for a whole brick at once: the same name
+    with the same object is a repeat; with another object it is a ``Conflict``. A
+    product arriving after its run ended is kept, and marked partial.
+    """
+    run = missiondb.get_run(db, run_id)
+    provenance = dict(response.get("provenance", {}))
+    provenance.setdefault("brick", response.get("brick"))
+    provenance.setdefault("brick_version", response.get("version"))
+    provenance["config_version"] = run.config_version
+    provenance["programme"] = run.programme
+    specs = []
+    for name, output in response.get("outputs", {}).items():
+        bucket, _, key = output["ref"].partition("/")
+        specs.append(
+            missiondb.ProductSpec(
+                run_id=run_id,
+                task_id=task_id,
+                name=name,
+                bucket=bucket,
+                key=key,
+                sha256=output["sha256"],
+                size=output["size"],
+                content_type=output.get("content_type", "application/octet-stream"),
+                provenance=missiondb.Provenance(**provenance),
+            )
+        )
+    existing = {
+        row.name: row
+        for row in db.scalars(
+            sa.select(st.Product).where(
+                st.Product.run_id == run_id, st.Product.name.in_([p.name for p in specs])
+            )
+        )
+    }
+    events, now = [], datetime.now(UTC)
+    for spec in specs:
+        row = existing.get(spec.name)
+        if row is not None:
+            if (row.key, row.sha256) != (spec.key, spec.sha256):
+                raise Conflict(f"product {spec.name} of run {run_id} exists with another object")
+            continue
+        values = spec.model_dump(mode="json")
+        db.add(st.Product(**values, partial=run.state != "running", created_at=now))
+        events.append(
+            ProductRegistered(
+                run_id=run_id,
+                task=task_id.rpartition(".")[2],
+                product=spec.name,
+                key=f"{spec.bucket}/{spec.key}",
+                sha256=spec.sha256,
+                size=spec.size,
+            )
+        )
+    db.flush()
+    return events
+
+
+def outputs_of(db: Session, run_id: str) -> dict[str, str]:
+    """Product name → ``bucket/key`` of everything the run has registered."""
+    rows = db.execute(
+        sa.select(st.Product.name, st.Product.bucket, st.Product.key).where(
+            st.Product.run_id == run_id
+        )
+    )
+    return {name: f"{bucket}/{key}" for name, bucket, key in rows}
+
+
+def raw_ref_of(db: Session, run_id: str) -> str:
+    row = db.execute(
+        sa.select(st.Observation.raw_bucket, st.Observation.raw_key)
+        .join(st.Run, st.Run.obs_id == st.Observation.obs_id)
+        .where(st.Run.run_id == run_id)
+    ).one_or_none()
+    if row is None:
+        raise NotFound(f"run {run_id} has no observation")
+    return f"{row[0]}/{row[1]}"
