@@ -251,8 +251,8 @@ class Orchestrator:
 
     # --------------------------------------------------------------- dispatch
 
-    async def dispatch_ready(self, run_id: str, dag: Dag, heal: bool = False) -> None:
-        """Dispatch every brick whose needed bricks all succeeded.
+    async def dispatch_ready(self, run_id: str, dag: Dag, heal: bool = False) -> bool:
+        """Dispatch every brick whose needed bricks all succeeded; True when all have ended.
 
         A task is claimed by ``pending → dispatched``; only the claimant dispatches.
         With ``heal`` (a redelivered completion), a ready task already ``dispatched`` is
@@ -263,7 +263,7 @@ class Orchestrator:
         while True:
             context = records.load_context(run_id)
             if context.run.state != "running":
-                return
+                return False
             tasks = context.tasks
             available = set(context.outputs) | {RAW_PRODUCT}
             finished = {b for b, t in tasks.items() if t.state in ("succeeded", "skipped")}
@@ -295,7 +295,7 @@ class Orchestrator:
                 )
             )
             if not skipped:
-                return
+                return all(t.state in st.TERMINAL_TASK_STATES for t in tasks.values())
 
     async def _skip(
         self, run_id: str, task: Any, required: tuple[str, ...], available: set[str]
@@ -376,8 +376,10 @@ class Orchestrator:
             return "ignored"
         if completed.state == "succeeded":
             first = await self._task_succeeded(ref.run_id, ref.task, ref.attempt, completed)
-            await self.dispatch_ready(ref.run_id, dag, heal=not first)
-            await self._finish_if_done(ref.run_id)
+            # the completion that finds every task ended (read after its own commit) ends
+            # the run; of two last completions at once, at least the later one finds it
+            if await self.dispatch_ready(ref.run_id, dag, heal=not first):
+                await self._finish_if_done(ref.run_id)
             return "succeeded"
         return await self._task_failed(ref.run_id, ref.task, ref.attempt, completed, dag)
 
