@@ -17,7 +17,7 @@ Product values passed between bricks:
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict
@@ -54,6 +54,10 @@ class Product:
     filename: str
     kind: str
     optional: bool = False
+
+    def as_optional(self) -> Product:
+        """This product at a use site that tolerates its absence."""
+        return replace(self, optional=True)
 
 
 @dataclass(frozen=True)

@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 from astropy.io import fits
 
-from bricks.base import Brick, BrickConfig, Product
+from bricks.base import Brick, BrickConfig
 from bricks.calibration import (
     BadPixels,
     Cti,
@@ -44,6 +44,7 @@ from bricks.calibration import (
 )
 from bricks.errors import Unprocessable
 from bricks.l0 import DETECTOR_TLMAX, DETECTOR_TLMIN, RAW_MAX, RAW_MIN, validate_l0
+from bricks.products import CAL_EVENTS, L0
 from bricks.tables import ColumnSpec, table_hdu
 
 VERSION = "1.0.0"
@@ -281,8 +282,8 @@ def _run(inputs: dict[str, Any], calibration: dict[str, Any], config: CalibrateC
 BRICK = Brick(
     name="calibrate",
     version=VERSION,
-    inputs=(Product("l0", "mxt_l0.fits", "fits"),),
-    outputs=(Product("cal_events", "mxt_cal_evt.fits", "fits"),),
+    inputs=(L0,),
+    outputs=(CAL_EVENTS,),
     caldb=CALDB,
     config=CalibrateConfig,
     run=_run,

@@ -18,10 +18,11 @@ from typing import Any
 import numpy as np
 from astropy.io import fits
 
-from bricks.base import Brick, BrickConfig, Product
+from bricks.base import Brick, BrickConfig
 from bricks.calibrate import copy_header_keywords, primary_with_creator
 from bricks.calibration import Geometry, require_calibration
 from bricks.errors import Unprocessable
+from bricks.products import CAL_EVENTS, L1_EVENTS
 from bricks.tables import ColumnSpec, existing_columns, table_hdu
 from bricks.wcs import (
     event_wcs_keywords,
@@ -217,8 +218,8 @@ def _run(inputs: dict[str, Any], calibration: dict[str, Any], config: Coordinate
 BRICK = Brick(
     name="coordinates",
     version=VERSION,
-    inputs=(Product("cal_events", "mxt_cal_evt.fits", "fits"),),
-    outputs=(Product("l1_events", "mxt_l1_evt.fits", "fits"),),
+    inputs=(CAL_EVENTS,),
+    outputs=(L1_EVENTS,),
     caldb=CALDB,
     config=CoordinatesConfig,
     run=_run,

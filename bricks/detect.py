@@ -25,7 +25,7 @@ from astropy.io import fits
 from astropy.wcs import WCS
 from pydantic import Field
 
-from bricks.base import Brick, BrickConfig, Product
+from bricks.base import Brick, BrickConfig
 from bricks.calibration import Psf
 from bricks.detect_fit import PositionFit, fit_position, make_aperture
 from bricks.detect_frame import (
@@ -38,6 +38,7 @@ from bricks.detect_region import ds9_region
 from bricks.detect_search import Candidate, counts_image, find_sources, psf_kernel
 from bricks.errors import BadInput
 from bricks.exposure import ExposureConfig, exposure_map
+from bricks.products import IMAGE, L2_EVENTS, POSITION, REGION, SOURCES
 from bricks.timeutil import iso_from_mission
 from bricks.wcs import event_wcs_keywords
 
@@ -354,12 +355,12 @@ def _run(inputs: dict, calibration: dict, config: DetectConfig) -> dict:
 BRICK = Brick(
     name="detect",
     version=VERSION,
-    inputs=(Product("l2_events", "mxt_l2_evt.fits", "fits"),),
+    inputs=(L2_EVENTS,),
     outputs=(
-        Product("image", "mxt_image.fits", "fits"),
-        Product("sources", "mxt_srclist.fits", "fits"),
-        Product("position", "mxt_position.json", "json"),
-        Product("region", "mxt_position.reg", "text"),
+        IMAGE,
+        SOURCES,
+        POSITION,
+        REGION,
     ),
     caldb=("PSF", "BADPIX", "VIGNET", "TELDEF"),
     config=DetectConfig,

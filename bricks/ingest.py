@@ -6,8 +6,9 @@ from typing import Any
 
 from astropy.io import fits
 
-from bricks.base import Brick, BrickConfig, Product
+from bricks.base import Brick, BrickConfig
 from bricks.l0 import validate_l0
+from bricks.products import L0, OBS_META
 
 VERSION = "1.0.0"
 
@@ -51,8 +52,8 @@ def _run(inputs: dict[str, Any], calibration: dict[str, Any], config: IngestConf
 BRICK = Brick(
     name="ingest",
     version=VERSION,
-    inputs=(Product("l0", "mxt_l0.fits", "fits"),),
-    outputs=(Product("obs_meta", "mxt_obs_meta.json", "json"),),
+    inputs=(L0,),
+    outputs=(OBS_META,),
     caldb=(),
     config=IngestConfig,
     run=_run,

@@ -27,10 +27,11 @@ from astropy.io import fits
 from pydantic import Field
 from scipy import optimize
 
-from bricks.base import Brick, Product
+from bricks.base import Brick
 from bricks.errors import BadInput
 from bricks.fitting import curvature_errors, wstat
 from bricks.ogip import apply_cards, gti_hdu, observation_cards, primary_hdu
+from bricks.products import L2_EVENTS, LIGHTCURVE, LIGHTCURVE_FIT, POSITION
 from bricks.regions import (
     ExtractionRegions,
     RegionConfig,
@@ -473,12 +474,12 @@ BRICK = Brick(
     name="lightcurve",
     version=VERSION,
     inputs=(
-        Product("l2_events", "mxt_l2_evt.fits", "fits"),
-        Product("position", "mxt_position.json", "json"),
+        L2_EVENTS,
+        POSITION,
     ),
     outputs=(
-        Product("lightcurve", "mxt_lc.fits", "fits"),
-        Product("lightcurve_fit", "mxt_lc_fit.json", "json"),
+        LIGHTCURVE,
+        LIGHTCURVE_FIT,
     ),
     caldb=("PSF", "VIGNET", "TELDEF", "BADPIX"),
     config=LightcurveConfig,

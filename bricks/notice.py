@@ -33,8 +33,9 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import Field
 
-from bricks.base import Brick, BrickConfig, Product
+from bricks.base import Brick, BrickConfig
 from bricks.errors import BadInput
+from bricks.products import NOTICE_JSON, NOTICE_VOEVENT, OBS_META, POSITION
 from bricks.timeutil import MISSION_EPOCH
 
 VERSION = "1.0.0"
@@ -392,12 +393,12 @@ BRICK = Brick(
     name="notice",
     version=VERSION,
     inputs=(
-        Product("position", "mxt_position.json", "json"),
-        Product("obs_meta", "obs_meta.json", "json"),
+        POSITION,
+        OBS_META,
     ),
     outputs=(
-        Product("notice_json", "mxt_notice.json", "json"),
-        Product("notice_voevent", "mxt_notice.xml", "text", optional=True),
+        NOTICE_JSON,
+        NOTICE_VOEVENT.as_optional(),
     ),
     caldb=(),
     config=NoticeConfig,

@@ -16,8 +16,22 @@ import numpy as np
 from astropy.io import fits
 from pydantic import Field
 
-from bricks.base import Brick, BrickConfig, Product
+from bricks.base import Brick, BrickConfig
 from bricks.errors import BadInput
+from bricks.products import (
+    ARF,
+    BKG_PHA,
+    IMAGE,
+    LIGHTCURVE,
+    LIGHTCURVE_FIT,
+    POSITION,
+    QL_IMAGE,
+    QL_LIGHTCURVE,
+    QL_SPECTRUM,
+    RMF,
+    SOURCES,
+    SRC_PHA,
+)
 from bricks.regions import is_detection
 
 VERSION = "1.0.0"
@@ -302,20 +316,20 @@ BRICK = Brick(
     name="quicklook",
     version=VERSION,
     inputs=(
-        Product("image", "mxt_image.fits", "fits"),
-        Product("sources", "mxt_srclist.fits", "fits", optional=True),
-        Product("position", "mxt_position.json", "json"),
-        Product("lightcurve", "mxt_lc.fits", "fits"),
-        Product("lightcurve_fit", "mxt_lc_fit.json", "json"),
-        Product("src_pha", "mxt_src.pha", "fits"),
-        Product("bkg_pha", "mxt_bkg.pha", "fits"),
-        Product("arf", "mxt.arf", "fits"),
-        Product("rmf", "mxt.rmf", "fits"),
+        IMAGE,
+        SOURCES.as_optional(),
+        POSITION,
+        LIGHTCURVE,
+        LIGHTCURVE_FIT,
+        SRC_PHA,
+        BKG_PHA,
+        ARF,
+        RMF,
     ),
     outputs=(
-        Product("ql_image", "mxt_ql_image.png", "png"),
-        Product("ql_lightcurve", "mxt_ql_lc.png", "png"),
-        Product("ql_spectrum", "mxt_ql_spectrum.png", "png"),
+        QL_IMAGE,
+        QL_LIGHTCURVE,
+        QL_SPECTRUM,
     ),
     caldb=(),
     config=QuicklookConfig,

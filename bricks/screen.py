@@ -24,10 +24,11 @@ import numpy as np
 from astropy.io import fits
 from pydantic import Field
 
-from bricks.base import Brick, BrickConfig, Product
+from bricks.base import Brick, BrickConfig
 from bricks.calibrate import primary_with_creator
 from bricks.calibration import Selection, require_calibration
 from bricks.ogip import gti_hdu
+from bricks.products import L1_EVENTS, L2_EVENTS
 from bricks.tables import select_rows
 from bricks.wcs import radec_to_standard
 
@@ -256,8 +257,8 @@ def _run(inputs: dict[str, Any], calibration: dict[str, Any], config: ScreenConf
 BRICK = Brick(
     name="screen",
     version=VERSION,
-    inputs=(Product("l1_events", "mxt_l1_evt.fits", "fits"),),
-    outputs=(Product("l2_events", "mxt_l2_evt.fits", "fits"),),
+    inputs=(L1_EVENTS,),
+    outputs=(L2_EVENTS,),
     caldb=CALDB,
     config=ScreenConfig,
     run=_run,

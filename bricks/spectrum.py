@@ -18,9 +18,10 @@ import numpy as np
 from astropy.io import fits
 from pydantic import Field
 
-from bricks.base import Brick, Product
+from bricks.base import Brick
 from bricks.errors import BadInput
 from bricks.ogip import apply_cards, gti_hdu, observation_cards, primary_hdu
+from bricks.products import ARF, BKG_PHA, L2_EVENTS, POSITION, RMF, SRC_PHA
 from bricks.regions import (
     ExtractionRegions,
     RegionConfig,
@@ -35,11 +36,6 @@ from bricks.response import N_CHANNELS, arf_hdulist, rmf_hdulist
 
 VERSION = "1.0.0"
 DETECTOR_AREA_PIX = 256.0 * 256.0
-
-SRC_PHA = Product("src_pha", "mxt_src.pha", "fits")
-BKG_PHA = Product("bkg_pha", "mxt_bkg.pha", "fits")
-ARF = Product("arf", "mxt.arf", "fits")
-RMF = Product("rmf", "mxt.rmf", "fits")
 
 
 class SpectrumConfig(RegionConfig):
@@ -187,8 +183,8 @@ BRICK = Brick(
     name="spectrum",
     version=VERSION,
     inputs=(
-        Product("l2_events", "mxt_l2_evt.fits", "fits"),
-        Product("position", "mxt_position.json", "json"),
+        L2_EVENTS,
+        POSITION,
     ),
     outputs=(SRC_PHA, BKG_PHA, ARF, RMF),
     caldb=("PSF", "SPECRESP", "VIGNET", "RESOL", "TELDEF", "BADPIX"),
