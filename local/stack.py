@@ -96,6 +96,11 @@ def run_stack(
     except StackError as exc:
         print(f"mxt up: {exc.reason}", file=sys.stderr)
         return 2
+    if not _port_free(host, port):
+        print(
+            f"mxt up: port {port} on {host} is in use (choose another with --port)", file=sys.stderr
+        )
+        return 1
     data_dir = (data_dir or default_data_dir()).resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
     if read_state(data_dir) is not None:
@@ -159,6 +164,19 @@ def run_stack(
         if nats is not None:
             nats.stop()
         signal.signal(signal.SIGTERM, previous)
+
+
+def _port_free(host: str, port: int) -> bool:
+    import socket
+
+    with contextlib.closing(socket.socket()) as sock:
+        # as uvicorn binds: a port in TIME_WAIT after the last stack is free
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
 
 
 def _exit_after_shutdown(signum: int, frame: object) -> None:
