@@ -20,7 +20,7 @@ import numpy as np
 from scipy.optimize import brentq, minimize
 
 from bricks.calibration import Psf
-from bricks.detect_frame import sky_to_detector
+from bricks.wcs import sky_to_detector_offsets
 
 
 @dataclass(frozen=True)
@@ -158,9 +158,9 @@ def make_aperture(
     other_events, other_grid = np.zeros(u.size), np.zeros(gu.shape)
     for ox, oy, counts in others:
         du, dv = (ox - cx) * pixel_arcmin, (oy - cy) * pixel_arcmin
-        ex, ey = sky_to_detector(u - du, v - dv, roll_deg)
+        ex, ey = sky_to_detector_offsets(u - du, v - dv, roll_deg)
         other_events += counts * psf.density(ex, ey)
-        gx, gy = sky_to_detector(gu - du, gv - dv, roll_deg)
+        gx, gy = sky_to_detector_offsets(gu - du, gv - dv, roll_deg)
         other_grid += counts * psf.density(gx, gy)
     return Aperture(
         u=u,
@@ -206,9 +206,9 @@ def cash(params: np.ndarray, ap: Aperture, psf: Psf, roll_deg: float) -> float:
     """Cash statistic of ``params = (p_u, p_v, ln N, ln b)`` (arcmin, counts, per arcmin²)."""
     pu, pv, ln_n, ln_b = params
     n, b = np.exp(ln_n), np.exp(ln_b)
-    gx, gy = sky_to_detector(ap.grid_u - pu, ap.grid_v - pv, roll_deg)
+    gx, gy = sky_to_detector_offsets(ap.grid_u - pu, ap.grid_v - pv, roll_deg)
     expected = np.sum(ap.grid_exposure_area * (n * psf.density(gx, gy) + b + ap.other_grid))
-    ex, ey = sky_to_detector(ap.u - pu, ap.v - pv, roll_deg)
+    ex, ey = sky_to_detector_offsets(ap.u - pu, ap.v - pv, roll_deg)
     rate = np.maximum(n * psf.density(ex, ey) + b + ap.other_events, 1e-300)
     return float(2.0 * (expected - np.sum(ap.weight * np.log(rate))))
 

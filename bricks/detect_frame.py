@@ -5,7 +5,8 @@ scale, FITS 1-based (pixel ``i`` of the image is centred on ``X = i + 1``), TAN 
 the nominal pointing, north up (+Y) and east left (−X). The detector appears on that
 grid rotated by the roll: +RAWY points to position angle ``ROLL`` (north through east),
 +RAWX to ``ROLL − 90°`` (``L0_FORMAT.md``), so a detector offset ``(dx, dy)`` lands at
-sky offset ``(dx cos R − dy sin R, dx sin R + dy cos R)`` in X/Y pixels.
+sky offset ``(dx cos R − dy sin R, dx sin R + dy cos R)`` in X/Y pixels
+(:func:`bricks.wcs.detector_to_sky_offsets` and its inverse).
 """
 
 from __future__ import annotations
@@ -78,27 +79,6 @@ def sky_wcs_of(events: fits.BinTableHDU) -> WCS:
             return sky_wcs(float(events.header["RA_PNT"]), float(events.header["DEC_PNT"]))
         except (KeyError, TypeError, ValueError):
             raise BadInput(f"l2_events EVENTS header has no usable sky WCS: {exc}") from exc
-
-
-def sky_to_detector(
-    dx_sky: np.ndarray, dy_sky: np.ndarray, roll_deg: float
-) -> tuple[np.ndarray, np.ndarray]:
-    """Rotate sky-grid offsets (X west, Y north) into detector offsets (+RAWX, +RAWY).
-
-    Parameters
-    ----------
-    dx_sky, dy_sky
-        Offsets along sky X and Y, any unit.
-    roll_deg
-        Position angle of +RAWY, degrees.
-
-    Returns
-    -------
-    tuple of ndarray
-        Offsets along +RAWX and +RAWY, same unit.
-    """
-    c, s = np.cos(np.radians(roll_deg)), np.sin(np.radians(roll_deg))
-    return dx_sky * c + dy_sky * s, -dx_sky * s + dy_sky * c
 
 
 def good_time_intervals(l2_events: fits.HDUList) -> np.ndarray:

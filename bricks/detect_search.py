@@ -19,7 +19,7 @@ from scipy import fft as sfft
 from scipy import ndimage
 
 from bricks.calibration import Psf
-from bricks.detect_frame import sky_to_detector
+from bricks.wcs import sky_to_detector_offsets
 
 
 @dataclass(frozen=True)
@@ -78,7 +78,7 @@ def psf_kernel(psf: Psf, roll_deg: float, pixel_arcmin: float, radius_arcmin: fl
     """
     half = int(np.ceil(radius_arcmin / pixel_arcmin))
     offsets = np.arange(-half, half + 1) * pixel_arcmin
-    du, dv = sky_to_detector(offsets[None, :], offsets[:, None], roll_deg)
+    du, dv = sky_to_detector_offsets(offsets[None, :], offsets[:, None], roll_deg)
     return np.asarray(psf.density(du, dv), dtype=float) * pixel_arcmin**2
 
 

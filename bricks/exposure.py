@@ -16,7 +16,7 @@ from astropy.io import fits
 from astropy.wcs import WCS
 from scipy import ndimage
 
-from bricks.base import Brick, BrickConfig, Product
+from bricks.base import Brick, BrickConfig
 from bricks.calibration import BadPixels, Geometry, Vignetting
 from bricks.detect_frame import (
     Pointing,
@@ -24,11 +24,11 @@ from bricks.detect_frame import (
     image_wcs_header,
     observation_pointings,
     product_header,
-    sky_to_detector,
     sky_wcs_of,
 )
 from bricks.errors import BadInput
-from bricks.wcs import SKY_NPIX
+from bricks.products import EXPMAP, L2_EVENTS
+from bricks.wcs import SKY_NPIX, sky_to_detector_offsets
 
 VERSION = "1.0.0"
 
@@ -120,7 +120,7 @@ def exposure_on_sky(
             continue
         xs = np.arange(x0, x1 + 1, dtype=float)
         ys = np.arange(y0, y1 + 1, dtype=float)
-        dx, dy = sky_to_detector(xs[None, :] - p.x, ys[:, None] - p.y, p.roll_deg)
+        dx, dy = sky_to_detector_offsets(xs[None, :] - p.x, ys[:, None] - p.y, p.roll_deg)
         rawx = np.floor(geometry.axis_x + dx + 0.5).astype(np.int64)
         rawy = np.floor(geometry.axis_y + dy + 0.5).astype(np.int64)
         inside = (rawx >= 0) & (rawx < nx) & (rawy >= 0) & (rawy < ny)
@@ -186,8 +186,8 @@ def _run(inputs: dict, calibration: dict, config: ExposureConfig) -> dict:
 BRICK = Brick(
     name="exposure",
     version=VERSION,
-    inputs=(Product("l2_events", "mxt_l2_evt.fits", "fits"),),
-    outputs=(Product("expmap", "mxt_expmap.fits", "fits"),),
+    inputs=(L2_EVENTS,),
+    outputs=(EXPMAP,),
     caldb=("BADPIX", "VIGNET", "TELDEF"),
     config=ExposureConfig,
     run=_run,

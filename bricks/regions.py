@@ -27,7 +27,7 @@ from pydantic import Field, model_validator
 from bricks.base import BrickConfig
 from bricks.calibration import Geometry
 from bricks.errors import BadInput, Unprocessable
-from bricks.wcs import SKY_REF_PIX, standard_to_detector
+from bricks.wcs import SKY_REF_PIX, sky_to_detector_offsets
 
 #: Live detector pixels: RAWX/RAWY 1-254 (the outermost rows and columns are not sent).
 DETECTOR_FIRST_PIXEL, DETECTOR_LAST_PIXEL = 1, 254
@@ -133,18 +133,6 @@ def _geometry(calibration: Mapping[str, Any]) -> Geometry:
     return calibration.get("TELDEF") or Geometry.model()
 
 
-def sky_to_detector_offsets(
-    dx_sky: np.ndarray, dy_sky: np.ndarray, roll_deg: float, geometry: Geometry
-) -> tuple[np.ndarray, np.ndarray]:
-    """Detector offsets (pixels along +RAWX, +RAWY) of sky-pixel offsets.
-
-    Sky +X is west and +Y north, i.e. ``xi = -dX`` and ``eta = +dY`` pixels in the
-    tangent plane (bricks/wcs.py).
-    """
-    scale = geometry.pixel_radians
-    return standard_to_detector(-dx_sky * scale, dy_sky * scale, roll_deg, geometry)
-
-
 def radius_enclosing(psf: Any, fraction: float) -> float:
     """Radius of the circle about the PSF centre enclosing ``fraction``, arcmin."""
     radii = np.linspace(0.05, 45.0, 900)  # 0.05' steps: interpolation error < 1e-4
@@ -209,7 +197,7 @@ def build_regions(
         )
     roll = float(events_header.get("PA_PNT", 0.0))
     src_dx, src_dy = sky_to_detector_offsets(
-        np.float64(x - SKY_REF_PIX), np.float64(y - SKY_REF_PIX), roll, geometry
+        np.float64(x - SKY_REF_PIX), np.float64(y - SKY_REF_PIX), roll
     )
     src_rawx, src_rawy = geometry.axis_x + src_dx, geometry.axis_y + src_dy
     offaxis = float(np.hypot(src_dx, src_dy) * scale_arcmin)

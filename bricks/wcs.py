@@ -169,31 +169,59 @@ def offaxis_arcmin(
     return np.hypot(np.asarray(x) - x0, np.asarray(y) - y0) * SKY_PIXEL_DEG * 60.0
 
 
+def detector_to_sky_offsets(
+    dx_pix: np.ndarray, dy_pix: np.ndarray, roll_deg: np.ndarray | float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Rotate detector offsets (+RAWX, +RAWY) into sky-grid offsets (+X west, +Y north).
+
+    The one statement of the roll geometry: +RAWY points to position angle ROLL (north
+    through east), +RAWX to ROLL − 90° (L0_FORMAT.md), so a detector offset (dx, dy)
+    lands at sky offset ``(dx cos R − dy sin R, dx sin R + dy cos R)``.
+
+    Parameters
+    ----------
+    dx_pix, dy_pix
+        Offsets along +RAWX and +RAWY, any unit (pixels in practice).
+    roll_deg
+        Position angle of +RAWY, degrees (scalar or per offset).
+
+    Returns
+    -------
+    tuple of ndarray
+        Offsets along sky X and Y, same unit.
+    """
+    roll = np.radians(roll_deg)
+    c, s = np.cos(roll), np.sin(roll)
+    return dx_pix * c - dy_pix * s, dx_pix * s + dy_pix * c
+
+
+def sky_to_detector_offsets(
+    dx_sky: np.ndarray, dy_sky: np.ndarray, roll_deg: np.ndarray | float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Inverse of :func:`detector_to_sky_offsets`: sky-grid offsets to (+RAWX, +RAWY)."""
+    roll = np.radians(roll_deg)
+    c, s = np.cos(roll), np.sin(roll)
+    return dx_sky * c + dy_sky * s, -dx_sky * s + dy_sky * c
+
+
 def detector_to_standard(
     dx_pix: np.ndarray, dy_pix: np.ndarray, roll_deg: np.ndarray, geometry: Geometry
 ) -> tuple[np.ndarray, np.ndarray]:
     """Detector offsets from the optical axis (pixels along +RAWX, +RAWY) to (ξ, η) radians.
 
-    +RAWY points to position angle ROLL, +RAWX to ROLL − 90° (L0_FORMAT.md).
+    Sky +X is west, so ξ = −X and η = +Y pixels times the plate scale.
     """
-    roll = np.radians(roll_deg)
-    c, s = np.cos(roll), np.sin(roll)
+    x, y = detector_to_sky_offsets(dx_pix, dy_pix, roll_deg)
     scale = geometry.pixel_radians
-    xi = scale * (-dx_pix * c + dy_pix * s)
-    eta = scale * (dx_pix * s + dy_pix * c)
-    return xi, eta
+    return -scale * x, scale * y
 
 
 def standard_to_detector(
     xi: np.ndarray, eta: np.ndarray, roll_deg: np.ndarray, geometry: Geometry
 ) -> tuple[np.ndarray, np.ndarray]:
     """Inverse of :func:`detector_to_standard`: (ξ, η) radians to pixel offsets."""
-    roll = np.radians(roll_deg)
-    c, s = np.cos(roll), np.sin(roll)
     scale = geometry.pixel_radians
-    dx = (-xi * c + eta * s) / scale
-    dy = (xi * s + eta * c) / scale
-    return dx, dy
+    return sky_to_detector_offsets(-xi / scale, eta / scale, roll_deg)
 
 
 def tangent_basis(ra_deg: np.ndarray, dec_deg: np.ndarray) -> np.ndarray:

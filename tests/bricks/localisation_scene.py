@@ -18,7 +18,13 @@ import numpy as np
 from astropy.io import fits
 
 from bricks.calibration import BadPixels, Geometry, Psf, Vignetting
-from bricks.wcs import event_wcs_keywords, sky_pixels, sky_to_radec
+from bricks.wcs import (
+    detector_to_sky_offsets,
+    event_wcs_keywords,
+    sky_pixels,
+    sky_to_detector_offsets,
+    sky_to_radec,
+)
 
 TSTART = 300_000_000.0
 
@@ -47,21 +53,6 @@ class Scene:
     header_extra: dict = field(default_factory=dict)
 
 
-def detector_to_sky(
-    dx: np.ndarray, dy: np.ndarray, roll_deg: float
-) -> tuple[np.ndarray, np.ndarray]:
-    """Detector offsets (+RAWX, +RAWY) to sky-grid offsets (X, Y), L0_FORMAT.md."""
-    c, s = np.cos(np.radians(roll_deg)), np.sin(np.radians(roll_deg))
-    return dx * c - dy * s, dx * s + dy * c
-
-
-def _sky_to_detector(
-    dX: np.ndarray, dY: np.ndarray, roll_deg: float
-) -> tuple[np.ndarray, np.ndarray]:
-    c, s = np.cos(np.radians(roll_deg)), np.sin(np.radians(roll_deg))
-    return dX * c + dY * s, -dX * s + dY * c
-
-
 def draw_events(scene: Scene) -> dict[str, np.ndarray]:
     """Event columns (TIME, RAWX, RAWY, X, Y, RA, DEC, PI) of a scene."""
     rng = np.random.default_rng(scene.seed)
@@ -72,7 +63,7 @@ def draw_events(scene: Scene) -> dict[str, np.ndarray]:
     for src in scene.sources:
         n = rng.poisson(src.counts)
         sx, sy = sky_pixels(np.array([src.ra]), np.array([src.dec]), scene.ra_pnt, scene.dec_pnt)
-        ox, oy = _sky_to_detector(sx[0] - 256.5, sy[0] - 256.5, scene.roll)
+        ox, oy = sky_to_detector_offsets(sx[0] - 256.5, sy[0] - 256.5, scene.roll)
         theta = np.hypot(ox, oy) * scale
         n = rng.binomial(n, float(vignetting(theta)))
         dx, dy = psf.sample(rng, n)
@@ -88,7 +79,7 @@ def draw_events(scene: Scene) -> dict[str, np.ndarray]:
     rawx, rawy = rawx[ok], rawy[ok]
     ok = ~bad[rawy, rawx]
     rawx, rawy = rawx[ok], rawy[ok]
-    X, Y = detector_to_sky(rawx - geometry.axis_x, rawy - geometry.axis_y, scene.roll)
+    X, Y = detector_to_sky_offsets(rawx - geometry.axis_x, rawy - geometry.axis_y, scene.roll)
     X, Y = X + 256.5, Y + 256.5
     ra, dec = sky_to_radec(X, Y, scene.ra_pnt, scene.dec_pnt)
     time = np.sort(rng.uniform(TSTART, TSTART + scene.duration, len(X)))
