@@ -107,9 +107,15 @@ def test_faint_afterglow_within_2_arcmin() -> None:
 
 
 def test_statistical_radius_holds_the_truth_90_percent_of_the_time() -> None:
-    """Over 30 random scenes (200–3,000 counts, any roll, up to 12′ off axis)."""
+    """Over 50 random scenes (200–3,000 counts, any roll, up to 12′ off axis).
+
+    The band 80–97 % (40–48 of 50) is what a right radius gives: 0.91 was measured over
+    200 further scenes. An exact 90 % radius lands outside it with a binomial chance of
+    4 % for 50 scenes against 7 % for 30 (where 29/30 sat on the upper edge). The seeds
+    are fixed, so the outcome is reproducible; the fraction is printed.
+    """
     inside, ratios, lines = 0, [], []
-    n_scenes = 30
+    n_scenes = 50
     for seed in range(n_scenes):
         counts = float(
             np.exp(np.random.default_rng(seed + 5000).uniform(np.log(200), np.log(3000)))
