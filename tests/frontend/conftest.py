@@ -93,6 +93,6 @@ def frontend_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     prepare_data_dir(data_dir)
     stack_file = stack_subset(root / "stack.yml", keep=FRONTEND_FUNCTIONS)
     stack = EmbeddedStack(stack_file, data_dir, env={"MXT_DATA_DIR": str(data_dir)})
-    stack.start(timeout=120)
+    stack.start(timeout=240)
     yield stack
     stack.stop()

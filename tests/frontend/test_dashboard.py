@@ -20,6 +20,7 @@ import pytest
 pytestmark = pytest.mark.browser
 
 REPO = Path(__file__).resolve().parents[2]
+HTTP_TIMEOUT = 120  # seconds: a hang guard only; lazy functions start cold on a busy machine
 SCREENSHOTS = REPO / "docs" / "screenshots"
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -50,6 +51,7 @@ def page(browser: Any, frontend_stack: Any) -> Iterator[Any]:
     context = browser.new_context(
         viewport={"width": 1366, "height": 900}, base_url=frontend_stack.url
     )
+    context.set_default_timeout(90_000)  # a hang guard: two cores shared with other work
     page = context.new_page()
     errors: list[str] = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))
@@ -80,10 +82,14 @@ def _simulated_l0(tmp_path: Path, without: str | None = None) -> tuple[Path, str
 
 
 def _position_product(stack: Any, run_id: str) -> dict[str, Any]:
-    products = httpx.get(f"{stack.url}/mxt/runs/{run_id}/products", timeout=30).json()["items"]
+    products = httpx.get(f"{stack.url}/mxt/runs/{run_id}/products", timeout=HTTP_TIMEOUT).json()[
+        "items"
+    ]
     position = next(p for p in products if p["name"] == "position")
     params = {"bucket": position["bucket"], "key": position["key"]}
-    return httpx.get(f"{stack.url}/function/objects-download", params=params, timeout=30).json()
+    return httpx.get(
+        f"{stack.url}/function/objects-download", params=params, timeout=HTTP_TIMEOUT
+    ).json()
 
 
 def test_submit_watch_run_complete_live_and_read_position(page, frontend_stack, tmp_path):
@@ -97,7 +103,7 @@ def test_submit_watch_run_complete_live_and_read_position(page, frontend_stack, 
     page.locator("#submit-info", has_text=obs_id).wait_for()
     page.get_by_role("button", name="Submit observation").click()
     row = page.locator(f'#runs-body tr[data-obs="{obs_id}"]')
-    row.wait_for(timeout=60_000)  # the run appears through the websocket
+    row.wait_for(timeout=RUN_TIMEOUT_MS)  # the run appears through the websocket
     run_id = row.get_attribute("data-run")
     row.get_by_role("link").click()
 
@@ -138,7 +144,7 @@ def test_submit_watch_run_complete_live_and_read_position(page, frontend_stack, 
     fits_links = page.locator('#products-body a[href*=".fits"], #products-body a[href*=".pha"]')
     assert fits_links.count() >= 5
     for href in fits_links.evaluate_all("links => links.map(a => a.getAttribute('href'))"):
-        download = httpx.get(frontend_stack.url + href, timeout=30)
+        download = httpx.get(frontend_stack.url + href, timeout=HTTP_TIMEOUT)
         assert download.status_code == 200, href
         assert download.content[:6] == b"SIMPLE", href
 
@@ -159,7 +165,7 @@ def test_failed_run_shows_its_reason(page, frontend_stack, tmp_path):
         f"{frontend_stack.url}/mxt/runs",
         json={"raw_key": f"raw/{key}", "programme": "ToO"},
         auth=frontend_stack.auth,
-        timeout=60,
+        timeout=HTTP_TIMEOUT,
     )
     if started.status_code != 201:
         # refused up front: the reason is in the answer, nothing for the dashboard to show
@@ -171,7 +177,7 @@ def test_failed_run_shows_its_reason(page, frontend_stack, tmp_path):
         "() => document.querySelector('#run-state .badge')?.dataset.state === 'failed'",
         timeout=RUN_TIMEOUT_MS,
     )
-    run = httpx.get(f"{frontend_stack.url}/mxt/runs/{run_id}", timeout=30).json()
+    run = httpx.get(f"{frontend_stack.url}/mxt/runs/{run_id}", timeout=HTTP_TIMEOUT).json()
     assert run["reason"]
     banner = page.locator("#run-reason [role=alert]")
     assert "Failed" in banner.inner_text()
@@ -218,7 +224,7 @@ def _insert_runs(stack: Any, count: int) -> None:
 
 def test_first_load_with_1000_runs_is_one_page(page, frontend_stack):
     _insert_runs(frontend_stack, 1000)
-    total = httpx.get(f"{frontend_stack.url}/mxt/runs?limit=1000", timeout=60).json()
+    total = httpx.get(f"{frontend_stack.url}/mxt/runs?limit=1000", timeout=HTTP_TIMEOUT).json()
     assert len(total["items"]) == 1000
     page.goto("/ui/#/runs")
     page.wait_for_function("() => performance.getEntriesByName('mxt-runs-loaded').length > 0")
@@ -268,7 +274,7 @@ def test_cancel_from_the_run_page(page, frontend_stack):
         f"{frontend_stack.url}/mxt_missiondb/runs",
         json={"run_id": run_id, "programme": "ToO", "bricks": ["ingest", "calibrate"]},
         auth=frontend_stack.auth,
-        timeout=30,
+        timeout=HTTP_TIMEOUT,
     )
     assert created.status_code == 201, created.text
     page.goto(f"/ui/#/runs/{run_id}")
@@ -288,7 +294,9 @@ def test_browsing_caldb_and_programmes(page, frontend_stack):
     page.locator("main table tbody tr").first.wait_for()
     assert page.locator("main table tbody tr").count() > 3  # the model CALDB
     link = page.locator("main table tbody tr a").first
-    download = httpx.get(page.url.split("/ui/")[0] + link.get_attribute("href"), timeout=30)
+    download = httpx.get(
+        page.url.split("/ui/")[0] + link.get_attribute("href"), timeout=HTTP_TIMEOUT
+    )
     assert download.status_code == 200 and download.content[:6] == b"SIMPLE"
     page.goto("/ui/#/configs")
     page.get_by_role("heading", name="ToO").wait_for()
@@ -303,14 +311,18 @@ def test_function_deployed_later_appears_without_reload(page, frontend_stack):
     page.locator('#functions-body tr[data-function="echo"]').wait_for()
     deployment = {"service": "ui-late-echo", "image": "x", "handler": str(REPO / "functions/echo")}
     url = f"{frontend_stack.url}/system/functions"
-    response = httpx.post(url, json=deployment, auth=frontend_stack.auth, timeout=30)
+    response = httpx.post(url, json=deployment, auth=frontend_stack.auth, timeout=HTTP_TIMEOUT)
     assert response.status_code == 202, response.text
     try:
         row = page.locator('#functions-body tr[data-function="ui-late-echo"]')
-        row.wait_for(timeout=60_000)
-        row.locator("text=ready").wait_for(timeout=60_000)
+        row.wait_for(timeout=RUN_TIMEOUT_MS)
+        row.locator("text=ready").wait_for(timeout=RUN_TIMEOUT_MS)
         assert page.evaluate("window.__sameDocument === true")
     finally:
         httpx.request(
-            "DELETE", url, json={"functionName": "ui-late-echo"}, auth=frontend_stack.auth
+            "DELETE",
+            url,
+            json={"functionName": "ui-late-echo"},
+            auth=frontend_stack.auth,
+            timeout=HTTP_TIMEOUT,
         )

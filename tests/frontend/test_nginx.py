@@ -26,6 +26,7 @@ from gateway.events import EventPublisher, TaskStateChanged
 from local.natsd import free_port, wait_for_port
 
 REPO = Path(__file__).resolve().parents[2]
+HTTP_TIMEOUT = 120  # seconds: a hang guard only; lazy functions start cold on a busy machine
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
 
 
@@ -96,7 +97,7 @@ PROXY_TABLE = [
 def test_every_proxy_path_answers_through_nginx(
     nginx_url, frontend_stack, admin, method, path, body, auth, status
 ):
-    kwargs: dict[str, Any] = {"auth": admin if auth else None, "timeout": 30}
+    kwargs: dict[str, Any] = {"auth": admin if auth else None, "timeout": HTTP_TIMEOUT}
     if body is not None:
         kwargs["json"] = body
     via_nginx = httpx.request(method, nginx_url + path, **kwargs)
@@ -113,7 +114,7 @@ def test_every_proxy_path_answers_through_nginx(
 
 
 def test_root_redirects_to_dashboard(nginx_url):
-    response = httpx.get(nginx_url + "/", timeout=10)
+    response = httpx.get(nginx_url + "/", timeout=HTTP_TIMEOUT)
     assert response.status_code == 302
     assert response.headers["location"].endswith("/ui/")
 
@@ -121,7 +122,7 @@ def test_root_redirects_to_dashboard(nginx_url):
 def test_body_limit_enforced_by_nginx(nginx_url):
     # async bodies travel in one NATS message: nginx refuses more than 1 MiB itself
     response = httpx.post(
-        nginx_url + "/async-function/echo", content=b"x" * (2 * 1024 * 1024), timeout=30
+        nginx_url + "/async-function/echo", content=b"x" * (2 * 1024 * 1024), timeout=HTTP_TIMEOUT
     )
     assert response.status_code == 413
 
@@ -150,7 +151,9 @@ def _append_log(base: str, admin: tuple[str, str], run_id: str, message: str) ->
         "run_id": run_id,
         "function": "brick-detect",
     }
-    response = httpx.post(f"{base}/mxt_missiondb/logs", json={"lines": [line]}, auth=admin)
+    response = httpx.post(
+        f"{base}/mxt_missiondb/logs", json={"lines": [line]}, auth=admin, timeout=HTTP_TIMEOUT
+    )
     assert response.status_code == 201, response.text
 
 
@@ -175,11 +178,12 @@ def test_followed_logs_stream_unbuffered(nginx_url, admin):
         nginx_url + "/mxt_missiondb/runs",
         json={"run_id": run_id, "programme": "ToO", "bricks": ["detect"]},
         auth=admin,
+        timeout=HTTP_TIMEOUT,
     )
     assert created.status_code == 201, created.text
     _append_log(nginx_url, admin, run_id, "first line, written before following")
     url = f"{nginx_url}/mxt/runs/{run_id}/logs?follow=true"
-    with httpx.stream("GET", url, timeout=30) as response:
+    with httpx.stream("GET", url, timeout=HTTP_TIMEOUT) as response:
         assert response.status_code == 200
         assert response.headers["content-type"].startswith("text/event-stream")
         lines = response.iter_lines()
@@ -193,13 +197,15 @@ def test_followed_logs_stream_unbuffered(nginx_url, admin):
 
 def test_function_deployed_after_nginx_started_is_reachable(nginx_url, admin):
     deployment = {"service": "late-echo", "image": "x", "handler": str(REPO / "functions/echo")}
-    response = httpx.post(nginx_url + "/system/functions", json=deployment, auth=admin)
+    response = httpx.post(
+        nginx_url + "/system/functions", json=deployment, auth=admin, timeout=HTTP_TIMEOUT
+    )
     assert response.status_code == 202, response.text
     try:
         deadline = time.monotonic() + 60
         while True:
             answer = httpx.post(
-                nginx_url + "/function/late-echo", json={"message": "new"}, timeout=30
+                nginx_url + "/function/late-echo", json={"message": "new"}, timeout=HTTP_TIMEOUT
             )
             if answer.status_code == 200 or time.monotonic() > deadline:
                 break
