@@ -298,6 +298,10 @@ def test_browsing_caldb_and_programmes(page, frontend_stack):
         page.url.split("/ui/")[0] + link.get_attribute("href"), timeout=HTTP_TIMEOUT
     )
     assert download.status_code == 200 and download.content[:6] == b"SIMPLE"
+    page.goto("/ui/#/observations")
+    page.locator("main table").wait_for()
+    page.wait_for_load_state("networkidle")
+    assert page.locator("main [role=alert]").count() == 0  # the listing loaded, even if empty
     page.goto("/ui/#/configs")
     page.get_by_role("heading", name="ToO").wait_for()
     page.keyboard.press("Tab")  # keyboard users reach the skip link first
