@@ -121,14 +121,9 @@ def run_brick(brick: Brick, request: BrickRequest, store: Any, log: Any = None) 
                 f"brick {brick.name}: input {name} ({ref}) unreadable: {exc}"
             ) from None
     calibration, caldb_provenance = _calibration(brick, request.caldb, store)
-    if log is not None:
-        log.info(
-            "brick %s reading %d input(s) took %.3f s",
-            brick.name,
-            len(inputs),
-            time.perf_counter() - clock,
-        )
+    read = time.perf_counter() - clock
     outputs = brick(inputs, calibration, config)
+    ran = time.perf_counter() - clock - read
     written: dict[str, ObjectRef] = {}
     for product in brick.outputs:
         if product.name not in outputs or outputs[product.name] is None:
@@ -144,7 +139,16 @@ def run_brick(brick: Brick, request: BrickRequest, store: Any, log: Any = None) 
         )
     elapsed = time.perf_counter() - clock
     if log is not None:
-        log.info("brick %s wrote %d product(s) in %.3f s", brick.name, len(written), elapsed)
+        # one line per call: every line costs the stack a log record on the hot path
+        log.info(
+            "brick %s: read %d input(s) in %.3f s, ran in %.3f s, wrote %d product(s) in %.3f s",
+            brick.name,
+            len(inputs),
+            read,
+            ran,
+            len(written),
+            elapsed - read - ran,
+        )
     return BrickResponse(
         brick=brick.name,
         version=brick.version,

@@ -344,7 +344,8 @@ class Orchestrator:
         await self.gateway.invoke_async(
             node.function, body, call_id, {"X-Mxt-Run-Id": run_id, "X-Mxt-Task-Id": task_id}
         )
-        log.info(
+        # debug only: the task event says it, and each log line costs the hop a record
+        log.debug(
             "brick %s dispatched as call %s",
             brick,
             call_id,
