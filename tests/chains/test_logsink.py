@@ -8,7 +8,9 @@ from typing import Any
 
 import nats
 
+from gateway.infrastructure import ensure_stream, stream_configs
 from gateway.logsink import LogSink, run_fields
+from gateway.settings import GatewaySettings
 from storage import missiondb
 from storage.db.engine import make_engine, transaction, upgrade_to_head
 
@@ -28,6 +30,9 @@ def test_run_lines_are_indexed_and_published(database_url: str, nats_server: Any
 
     async def scenario() -> list[dict[str, Any]]:
         nc = await nats.connect(nats_server.url)
+        # the events stream, as the gateway declares it when it starts
+        events_stream = next(c for c in stream_configs(GatewaySettings()) if c.name == "MXT_EVENTS")
+        await ensure_stream(nc.jetstream(), events_stream)
         events: list[dict[str, Any]] = []
 
         async def keep(msg: Any) -> None:
