@@ -16,6 +16,7 @@ coordinates where the PSF model is defined.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -133,6 +134,7 @@ def _geometry(calibration: Mapping[str, Any]) -> Geometry:
     return calibration.get("TELDEF") or Geometry.model()
 
 
+@functools.lru_cache(maxsize=16)  # PSF objects are frozen: same PSF, same answer
 def radius_enclosing(psf: Any, fraction: float) -> float:
     """Radius of the circle about the PSF centre enclosing ``fraction``, arcmin."""
     radii = np.linspace(0.05, 45.0, 900)  # 0.05' steps: interpolation error < 1e-4
@@ -142,6 +144,37 @@ def radius_enclosing(psf: Any, fraction: float) -> float:
             f"enclosed_fraction {fraction} is beyond the PSF's {enclosed[-1]:.3f} at 45'"
         )
     return float(np.interp(fraction, enclosed, radii))
+
+
+@functools.lru_cache(maxsize=16)  # the PSF sampling is the same for every source
+def psf_grid(
+    psf: Any, outer_pix: float, scale_arcmin: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The integration grid about a source, out to ``outer_pix``, and the PSF on it.
+
+    Parameters
+    ----------
+    psf
+        The PSF calibration (``density(dx_arcmin, dy_arcmin)`` per arcmin²).
+    outer_pix
+        Half-width of the grid, detector pixels (cells of ``GRID_STEP_PIX``).
+    scale_arcmin
+        Plate scale, arcmin per pixel.
+
+    Returns
+    -------
+    gx, gy, r2, weight
+        Offsets along +RAWX, +RAWY (pixels), their squared radius (pixels²) and the
+        PSF fraction in each cell; read-only, shared by every call with these inputs.
+    """
+    steps = np.arange(-outer_pix, outer_pix + GRID_STEP_PIX, GRID_STEP_PIX)
+    gx, gy = np.meshgrid(steps, steps, indexing="xy")
+    r2 = gx**2 + gy**2
+    density = np.asarray(psf.density(gx * scale_arcmin, gy * scale_arcmin), dtype=float)
+    weight = density * GRID_STEP_PIX**2 * scale_arcmin**2  # PSF density is per arcmin^2
+    for array in (gx, gy, r2, weight):
+        array.setflags(write=False)
+    return gx, gy, r2, weight
 
 
 def _live_detector(rawx: np.ndarray, rawy: np.ndarray, bad_columns: np.ndarray) -> np.ndarray:
@@ -204,15 +237,11 @@ def build_regions(
 
     # Numerical integrals on a fine grid about the source, in detector coordinates.
     outer_pix = outer_arcmin / scale_arcmin
-    steps = np.arange(-outer_pix, outer_pix + GRID_STEP_PIX, GRID_STEP_PIX)
-    gx, gy = np.meshgrid(steps, steps, indexing="xy")
-    r2 = gx**2 + gy**2
     cell = GRID_STEP_PIX**2
+    gx, gy, r2, weight = psf_grid(psf, outer_pix, scale_arcmin)
     in_src = r2 <= (src_arcmin / scale_arcmin) ** 2
     in_bkg = (r2 >= (inner_arcmin / scale_arcmin) ** 2) & (r2 <= outer_pix**2)
     live = _live_detector(src_rawx + gx, src_rawy + gy, _bad_columns(calibration))
-    density = np.asarray(psf.density(gx * scale_arcmin, gy * scale_arcmin), dtype=float)
-    weight = density * cell * scale_arcmin**2  # PSF density is per arcmin^2
     regions = ExtractionRegions(
         x=x,
         y=y,

@@ -11,6 +11,8 @@ off-axis angle times the PSF fraction left after background subtraction
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 from astropy.io import fits
 from scipy.special import ndtr
@@ -74,25 +76,48 @@ def redistribution_matrix(resolution: object) -> tuple[np.ndarray, np.ndarray]:
     return first, window
 
 
-def rmf_hdulist(resolution: object, source_header: fits.Header, creator: str) -> fits.HDUList:
-    """The RMF: MATRIX (one channel group per row, variable length) and EBOUNDS."""
-    lo, hi = energy_grid()
+@functools.lru_cache(maxsize=4)  # RESOL objects are frozen: one matrix per calibration
+def matrix_rows(resolution: object) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The stored RMF rows: first channel, number of channels and values of each row.
+
+    Parameters
+    ----------
+    resolution
+        The RESOL calibration (``fwhm_ev(energy_ev)``).
+
+    Returns
+    -------
+    f_chan, n_chan, rows
+        Per incident energy bin: first channel above ``LO_THRES``, channel count, and
+        the float32 probabilities (an object array of read-only arrays).
+    """
     first, window = redistribution_matrix(resolution)
     kept = window >= LO_THRES
     first_kept = np.argmax(kept, axis=1)
     last_kept = WINDOW_CHANNELS - 1 - np.argmax(kept[:, ::-1], axis=1)
-    n_chan = last_kept - first_kept + 1
-    rows = np.empty(len(lo), dtype=object)
-    for i in range(len(lo)):  # ~1000 rows of different lengths: no vectorised form
+    rows = np.empty(len(window), dtype=object)
+    for i in range(len(window)):  # ~1000 rows of different lengths: no vectorised form
         rows[i] = window[i, first_kept[i] : last_kept[i] + 1].astype(np.float32)
+        rows[i].setflags(write=False)
+    f_chan = (first + first_kept).astype(np.int32)
+    n_chan = (last_kept - first_kept + 1).astype(np.int32)
+    for array in (f_chan, n_chan, rows):
+        array.setflags(write=False)
+    return f_chan, n_chan, rows
+
+
+def rmf_hdulist(resolution: object, source_header: fits.Header, creator: str) -> fits.HDUList:
+    """The RMF: MATRIX (one channel group per row, variable length) and EBOUNDS."""
+    lo, hi = energy_grid()
+    f_chan, n_chan, rows = matrix_rows(resolution)
     matrix_column = fits.Column("MATRIX", "PE()", array=rows)
     matrix = fits.BinTableHDU.from_columns(
         [
             fits.Column("ENERG_LO", "E", unit="keV", array=lo),
             fits.Column("ENERG_HI", "E", unit="keV", array=hi),
             fits.Column("N_GRP", "I", array=np.ones(len(lo), dtype=np.int16)),
-            fits.Column("F_CHAN", "J", array=(first + first_kept).astype(np.int32)),
-            fits.Column("N_CHAN", "J", array=n_chan.astype(np.int32)),
+            fits.Column("F_CHAN", "J", array=f_chan),
+            fits.Column("N_CHAN", "J", array=n_chan),
             matrix_column,
         ],
         name="MATRIX",
