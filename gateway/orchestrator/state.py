@@ -6,56 +6,25 @@ whose row count says whether this caller won it. That is what makes fan-in safe
 (two tasks finishing at once dispatch their common downstream task exactly once) and
 completion handling idempotent (a redelivered completion changes nothing).
 
-One table is the orchestrator's own: the CALDB files a run resolved when it started
-(``run_caldb_files``), created idempotently beside the migrated schema.
+The CALDB files a run resolved when it started are in ``run_caldb_files``, a table
+of the migrated schema like the others.
 """
 
 from __future__ import annotations
 
-from functools import cache
-
 import sqlalchemy as sa
-from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
+from sqlalchemy.orm import Session
 
 from storage.db.engine import get_engine
-from storage.db.models import LogEntry, Observation, Product, Run, Task
+from storage.db.models import LogEntry, Observation, Product, Run, RunCaldbFile, Task
 
 TERMINAL_TASK_STATES = ("succeeded", "failed", "cancelled", "skipped")
 OPEN_TASK_STATES = ("pending", "dispatched", "running")
 
 
-class _OrchestratorBase(DeclarativeBase):
-    """Tables of the orchestrator's own, outside the persistence package's migrations."""
-
-
-class RunCaldbFile(_OrchestratorBase):
-    """One CALDB file a run uses: resolved once at the start, read at every dispatch."""
-
-    __tablename__ = "run_caldb_files"
-
-    run_id: Mapped[str] = mapped_column(sa.String(128), primary_key=True)
-    codename: Mapped[str] = mapped_column(sa.String(32), primary_key=True)
-    bucket: Mapped[str] = mapped_column(sa.String(16))
-    key: Mapped[str] = mapped_column(sa.String(1024))
-    sha256: Mapped[str | None] = mapped_column(sa.String(64))
-
-
-@cache
-def _tables_ready(engine: sa.Engine) -> bool:
-    """Migrate an empty database (a first start) and add the orchestrator's table."""
-    if not sa.inspect(engine).has_table("runs"):
-        from storage.db.engine import upgrade_to_head
-
-        upgrade_to_head(engine.url.render_as_string(hide_password=False))
-    _OrchestratorBase.metadata.create_all(engine, checkfirst=True)
-    return True
-
-
 def engine() -> sa.Engine:
-    """The process's missiondb engine (``MXT_DATABASE_URL``), with our table present."""
-    current = get_engine()
-    _tables_ready(current)
-    return current
+    """The process's missiondb engine (``MXT_DATABASE_URL``), migrated to head on first use."""
+    return get_engine()
 
 
 def session() -> Session:

@@ -161,6 +161,18 @@ class Product(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
+class RunCaldbFile(Base):
+    """One CALDB file a run uses: resolved once at the run's start, read at every dispatch."""
+
+    __tablename__ = "run_caldb_files"
+
+    run_id: Mapped[str] = mapped_column(sa.ForeignKey("runs.run_id"), primary_key=True)
+    codename: Mapped[str] = mapped_column(sa.String(32), primary_key=True)
+    bucket: Mapped[str] = mapped_column(sa.String(16))
+    key: Mapped[str] = mapped_column(sa.String(KEY_LENGTH))
+    sha256: Mapped[str | None] = mapped_column(sa.String(64))
+
+
 class AsyncCall(Base):
     """An asynchronous function invocation and its outcome."""
 

@@ -20,6 +20,7 @@ EXPECTED_TABLES = {
     "async_calls",
     "log_entries",
     "caldb_datasets",
+    "run_caldb_files",
     "alembic_version",
 }
 
@@ -49,6 +50,34 @@ def test_models_match_migrations(database_url: str):
     finally:
         engine.dispose()
     assert differences == []
+
+
+def test_upgrade_keeps_a_run_caldb_files_table_made_before_0002(database_url: str):
+    """Databases where the orchestrator created the table itself reach head unchanged."""
+    from alembic import command
+
+    from storage.db.engine import alembic_config
+
+    engine = make_engine(database_url)
+    try:
+        with engine.begin() as connection:
+            command.upgrade(alembic_config(connection), "0001")
+            connection.exec_driver_sql(
+                "CREATE TABLE run_caldb_files (run_id VARCHAR(128) NOT NULL, "
+                "codename VARCHAR(32) NOT NULL, bucket VARCHAR(16) NOT NULL, "
+                "key VARCHAR(1024) NOT NULL, sha256 VARCHAR(64), PRIMARY KEY (run_id, codename))"
+            )
+            connection.exec_driver_sql(
+                "INSERT INTO run_caldb_files VALUES ('r-1', 'GAIN', 'caldb', 'k', NULL)"
+            )
+        upgrade_to_head(database_url)
+        with engine.connect() as connection:
+            version = connection.exec_driver_sql("SELECT version_num FROM alembic_version")
+            assert version.scalar() == "0002"
+            rows = connection.exec_driver_sql("SELECT run_id, codename FROM run_caldb_files")
+            assert rows.all() == [("r-1", "GAIN")]
+    finally:
+        engine.dispose()
 
 
 def test_sqlite_pragmas(tmp_path):
