@@ -9,7 +9,7 @@ exactly one caller wins each transition. Functions take a session and never comm
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any, Literal, TypeVar
 
@@ -18,7 +18,7 @@ from pydantic import AwareDatetime, BaseModel, Field, ValidationError, model_val
 from sqlalchemy import exc
 from sqlalchemy.orm import Session
 
-from bricks.errors import Conflict, NotFound
+from bricks.errors import BadInput, Conflict, NotFound
 from storage.db.base import Base, utcnow
 from storage.db.models import (
     CALL_STATES,
@@ -352,23 +352,93 @@ class ProductRecord(RecordModel):
     created_at: datetime
 
 
+#: run states after which a product that still arrives is kept, marked partial
+ENDED_RUN_STATES = ("succeeded", "failed", "cancelled")
+
+
 def register_product(session: Session, spec: ProductSpec) -> tuple[ProductRecord, bool]:
     """Insert-or-get by (run, name); the same name with other content is a Conflict."""
-    get_run(session, spec.run_id)
-    values = spec.model_dump(mode="json")
-    row, created = _insert_or_get(
-        session,
-        Product(**values, created_at=utcnow()),
-        sa.select(Product).where(Product.run_id == spec.run_id, Product.name == spec.name),
-    )
-    differing = [] if created else _same(row, values, ("key", "sha256"))
-    if differing:
-        raise Conflict(
-            f"product {spec.name} of run {spec.run_id} exists with another {', '.join(differing)}",
-            run_id=spec.run_id,
-            name=spec.name,
+    return register_products(session, [spec])[0]
+
+
+def register_products(
+    session: Session, specs: Sequence[ProductSpec], run: RunRecord | None = None
+) -> list[tuple[ProductRecord, bool]]:
+    """Insert-or-get products of one run by (run, name), reading what exists at once.
+
+    The same name with the same key and checksum is a repeat (``created`` False); a
+    product arriving after its run ended is kept and marked partial.
+
+    Parameters
+    ----------
+    run
+        The products' run when the caller has read it in this transaction already.
+
+    Returns
+    -------
+    list of (ProductRecord, bool)
+        Each product's record and whether this call created it, in ``specs`` order.
+
+    Raises
+    ------
+    BadInput
+        The batch spans several runs or names a product twice.
+    NotFound
+        The run does not exist.
+    Conflict
+        A name exists with another key or checksum.
+    """
+    if not specs:
+        return []
+    run_ids = {spec.run_id for spec in specs}
+    if len(run_ids) > 1:
+        raise BadInput(f"a batch of products belongs to one run, not {sorted(run_ids)}")
+    names = [spec.name for spec in specs]
+    if len(set(names)) < len(names):
+        raise BadInput(f"a batch names a product twice: {names}")
+    if run is None or run.run_id != specs[0].run_id:
+        run = get_run(session, specs[0].run_id)
+    partial = run.state in ENDED_RUN_STATES
+    try:
+        with session.begin_nested():
+            return _insert_new_products(session, specs, partial)
+    except exc.IntegrityError:
+        # a concurrent registration won a name: a second read finds it
+        return _insert_new_products(session, specs, partial)
+
+
+def _insert_new_products(
+    session: Session, specs: Sequence[ProductSpec], partial: bool
+) -> list[tuple[ProductRecord, bool]]:
+    run_id = specs[0].run_id
+    existing = {
+        row.name: row
+        for row in session.scalars(
+            sa.select(Product).where(
+                Product.run_id == run_id, Product.name.in_([spec.name for spec in specs])
+            )
         )
-    return ProductRecord.model_validate(row), created
+    }
+    rows: list[tuple[Product, bool]] = []
+    now = utcnow()
+    for spec in specs:
+        values = spec.model_dump(mode="json")
+        row = existing.get(spec.name)
+        if row is None:
+            row = Product(**values, partial=partial, created_at=now)
+            session.add(row)
+            rows.append((row, True))
+            continue
+        differing = _same(row, values, ("key", "sha256"))
+        if differing:
+            raise Conflict(
+                f"product {spec.name} of run {run_id} exists with another {', '.join(differing)}",
+                run_id=run_id,
+                name=spec.name,
+            )
+        rows.append((row, False))
+    session.flush()
+    return [(ProductRecord.model_validate(row), created) for row, created in rows]
 
 
 def mark_products_partial(session: Session, run_id: str) -> int:

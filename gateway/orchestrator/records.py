@@ -14,7 +14,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from bricks.errors import BadInput, Conflict, NotFound
+from bricks.errors import BadInput, NotFound
 from gateway.events import ProductRegistered
 from gateway.orchestrator import state as st
 from gateway.orchestrator.dispatch import task_call_id
@@ -188,11 +188,9 @@ def finish_task(
 def register_products(
     db: Session, run_id: str, task_id: str, response: dict[str, Any]
 ) -> list[ProductRegistered]:
-    """Insert-or-get a brick's outputs with their provenance, in one round trip.
+    """Insert-or-get a brick's outputs with their provenance (``missiondb.register_products``).
 
-    ``missiondb.register_product``'s rules, for a whole brick at once: the same name
-    with the same object is a repeat; with another object it is a ``Conflict``. A
-    product arriving after its run ended is kept, and marked partial.
+    Returns the events of the products this call registered (none for a repeat).
     """
     run = missiondb.get_run(db, run_id)
     provenance = dict(response.get("provenance", {}))
@@ -216,35 +214,19 @@ def register_products(
                 provenance=missiondb.Provenance(**provenance),
             )
         )
-    existing = {
-        row.name: row
-        for row in db.scalars(
-            sa.select(st.Product).where(
-                st.Product.run_id == run_id, st.Product.name.in_([p.name for p in specs])
-            )
+    created = missiondb.register_products(db, specs, run)
+    return [
+        ProductRegistered(
+            run_id=run_id,
+            task=task_id.rpartition(".")[2],
+            product=record.name,
+            key=f"{record.bucket}/{record.key}",
+            sha256=record.sha256,
+            size=record.size,
         )
-    }
-    events, now = [], datetime.now(UTC)
-    for spec in specs:
-        row = existing.get(spec.name)
-        if row is not None:
-            if (row.key, row.sha256) != (spec.key, spec.sha256):
-                raise Conflict(f"product {spec.name} of run {run_id} exists with another object")
-            continue
-        values = spec.model_dump(mode="json")
-        db.add(st.Product(**values, partial=run.state != "running", created_at=now))
-        events.append(
-            ProductRegistered(
-                run_id=run_id,
-                task=task_id.rpartition(".")[2],
-                product=spec.name,
-                key=f"{spec.bucket}/{spec.key}",
-                sha256=spec.sha256,
-                size=spec.size,
-            )
-        )
-    db.flush()
-    return events
+        for record, new in created
+        if new
+    ]
 
 
 def outputs_of(db: Session, run_id: str) -> dict[str, str]:

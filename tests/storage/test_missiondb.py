@@ -167,6 +167,39 @@ def test_products_with_provenance(engine):
     assert [p["partial"] for p in page.items] == [True]
 
 
+def test_register_products_batch(engine):
+    """A batch: new names created, repeats found, a changed object refused whole."""
+    setup_run(engine)
+    region = {"name": "region", "key": "products/run-1/detect/r.reg"}
+    with transaction(engine) as s:
+        mdb.register_product(s, product())
+    with transaction(engine) as s:
+        results = mdb.register_products(s, [product(), product(**region)])
+    assert [(r.name, created) for r, created in results] == [
+        ("position", False),
+        ("region", True),
+    ]
+    assert not any(r.partial for r, _ in results)
+    image = {"name": "image", "key": "products/run-1/detect/i.fits"}
+    with pytest.raises(Conflict, match="position"), transaction(engine) as s:
+        mdb.register_products(s, [product(**image), product(sha256="c" * 64)])
+    with transaction(engine) as s:
+        names = {p["name"] for p in mdb.query(s, mdb.QueryRequest(entity="products")).items}
+    assert names == {"position", "region"}  # the refused batch left nothing
+    with pytest.raises(BadInput, match="twice"), transaction(engine) as s:
+        mdb.register_products(s, [product(**image), product(**image)])
+    with pytest.raises(BadInput, match="one run"), transaction(engine) as s:
+        mdb.register_products(s, [product(), product(run_id="run-2", **image)])
+
+
+def test_products_of_an_ended_run_are_partial(engine):
+    setup_run(engine)
+    with transaction(engine) as s:
+        mdb.transition_run(s, "run-1", ["pending"], "failed", "test")
+        ((record, created),) = mdb.register_products(s, [product()])
+    assert created and record.partial
+
+
 def test_product_provenance_required():
     with pytest.raises(ValidationError, match="brick_version"):
         product(provenance={"brick": "detect"})
