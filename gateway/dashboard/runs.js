@@ -111,7 +111,10 @@ export async function runsPage(main, query) {
     h("div", { class: "columns" },
       h("section", { class: "wide" },
         h("h1", { id: "runs-title" }, "Runs"),
-        filterForm(filters, setFilters), message, table, more),
+        filterForm(filters, setFilters), message,
+        // focusable so keyboard users can scroll it sideways when it is wider than its column
+        h("div", { class: "table-scroll", tabindex: 0, role: "region", "aria-labelledby": "runs-title" }, table),
+        more),
       h("aside", {}, submitPanel((obs) => { awaitedObs = obs; }))));
 
   const rows = new Map();
