@@ -24,7 +24,7 @@ import sqlalchemy as sa
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.orm import Session
 
-from bricks.errors import Conflict, MxtError, Transient, classify_status
+from bricks.errors import Conflict, MxtError, NotFound, Transient, classify_status
 from gateway.events import (
     Alert,
     EventPublisher,
@@ -121,6 +121,24 @@ def seed_programmes(db: Session) -> None:
     configdb.seed(db, specs)
 
 
+#: databases (URLs) this process has seeded the built-in programmes into
+_SEEDED: set[str] = set()
+
+
+def seed_programmes_once(again: bool = False) -> None:
+    """Seed the built-in programmes on a process's first run start, not on every one.
+
+    Seeding is idempotent, so processes starting together all seed harmlessly. With
+    ``again``, seed even if this process did (its database was emptied under it).
+    """
+    url = st.engine().url.render_as_string(hide_password=True)
+    if url in _SEEDED and not again:
+        return
+    with records.transaction() as db:
+        seed_programmes(db)
+    _SEEDED.add(url)
+
+
 #: resolved DAGs by (programme, version): configdb versions are immutable, so a DAG once
 #: built never changes, and every completion of a run needs its DAG again
 _DAGS: dict[tuple[str, int], Dag] = {}
@@ -178,12 +196,14 @@ class Orchestrator:
             return views.run_view(request.run_id)
         observation = read_raw_observation(self._store(), request.raw_key)
         programme = request.programme or programme_for_header(observation.program)
-        with records.transaction() as db:
-            seed_programmes(db)
-            version = records.config_version_with(
-                db, programme, request.config_version, request.config
-            )
-            dag, version = load_dag(db, programme, version)
+        seed_programmes_once()
+        try:
+            dag, version = self._run_configuration(programme, request)
+        except NotFound:
+            if request.config_version is not None:
+                raise
+            seed_programmes_once(again=True)  # a database emptied since this process seeded
+            dag, version = self._run_configuration(programme, request)
         caldb = resolve_caldb(self._store(), dag.caldb_codenames(), observation, request)
         run_id = request.run_id or new_run_id()
         with records.transaction() as db:
@@ -231,6 +251,15 @@ class Orchestrator:
                 run_id, "failed", f"dispatch of the first bricks failed: {exc.reason}", "skipped"
             )
         return views.run_view(run_id)
+
+    @staticmethod
+    def _run_configuration(programme: str, request: StartRun) -> tuple[Dag, int]:
+        """The run's DAG and configdb version (a new inactive one holding overrides)."""
+        with records.transaction() as db:
+            version = records.config_version_with(
+                db, programme, request.config_version, request.config
+            )
+            return load_dag(db, programme, version)
 
     async def rerun(self, run_id: str, request: RerunRequest) -> dict[str, Any]:
         """A new run of the same observation; the earlier run and its products are kept."""

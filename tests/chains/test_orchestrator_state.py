@@ -72,17 +72,18 @@ def orchestration(
     database_url: str, tmp_path: Path, nats_server: Any, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[tuple[AsyncEndpoint, str]]:
     """A migrated database with the model CALDB, a raw file, and a recording endpoint."""
-    from gateway.orchestrator import service, state
+    from gateway.orchestrator import service
     from storage import objects, settings
     from storage.db import engine
 
     monkeypatch.setenv("MXT_DATA_DIR", str(tmp_path))
     monkeypatch.setenv("MXT_DATABASE_URL", database_url)
     # settings, engine and store are built once per process: rebuild them for this database
-    caches = (settings.get_settings, engine.get_engine, objects.get_store, state._tables_ready)
+    caches = (settings.get_settings, engine.get_engine, objects.get_store)
     for cached in caches:
         cached.cache_clear()
     service._DAGS.clear()
+    service._SEEDED.clear()
     prepare_data_dir(tmp_path, database_url)
     l0, _ = simulate(small_scene("fanin"))
     objects.get_store().put("raw", "fanin/fanin_mxt_l0.fits", fits_bytes(l0))
@@ -188,6 +189,35 @@ def test_a_redelivered_completion_changes_nothing(orchestration: Any) -> None:
 
     tasks = {t["brick"]: t for t in run_view(run_id)["tasks"]}
     assert tasks["calibrate"]["state"] == "dispatched", "a stale attempt finished the task"
+
+
+def test_programmes_are_seeded_once_per_process(
+    orchestration: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Run starts after the first read configdb only; a database emptied since is re-seeded."""
+    import sqlalchemy as sa
+
+    from gateway.orchestrator import state
+    from storage import configdb
+
+    seeded: list[str] = []
+    real_seed = configdb.seed
+
+    def counting_seed(session: Any, specs: Any) -> Any:
+        records = real_seed(session, specs)
+        seeded.extend(record.programme for record in records)
+        return records
+
+    monkeypatch.setattr(configdb, "seed", counting_seed)
+    endpoint, nats_url = orchestration
+    first, second = start(endpoint, nats_url, "ToO"), start(endpoint, nats_url, "GP")
+    assert first != second
+    assert sorted(seeded) == ["CP", "GP", "ToO"]
+    with state.engine().begin() as connection:
+        for table in ("config_activations", "active_configs"):
+            connection.execute(sa.text(f"DELETE FROM {table}"))
+    start(endpoint, nats_url, "CP")
+    assert sorted(seeded) == ["CP", "CP", "GP", "GP", "ToO", "ToO"]
 
 
 def test_builtin_programmes_resolve_against_the_bricks() -> None:
