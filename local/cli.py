@@ -16,6 +16,7 @@ COMMAND_MODULES = (
     "local.cli_science",  # caldb, simulate, pipeline
     "local.cli_runs",  # submit, runs, run, cancel, rerun, products, demo
     "local.cli_proxy",  # proxy nginx
+    "local.cli_db",  # db upgrade, db current
 )
 
 
