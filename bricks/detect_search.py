@@ -134,10 +134,22 @@ def matched_filter(image: np.ndarray, footprint: np.ndarray, kernel: np.ndarray)
         filtered=back(spectrum(image.astype(float)) * flipped, rows, cols),
         k_sum=back(fp * flipped, rows, cols),
         k2_sum=back(fp * flipped_square, rows, cols),
-        autocorrelation=back(
-            spectrum(kernel) * flipped, slice(0, 2 * ky - 1), slice(0, 2 * kx - 1)
-        ),
+        autocorrelation=kernel_autocorrelation(kernel),
     )
+
+
+def kernel_autocorrelation(kernel: np.ndarray) -> np.ndarray:
+    """Full autocorrelation of ``kernel``, ``(2 ky − 1, 2 kx − 1)``, centre at the middle.
+
+    Its own FFT size, a quarter of the image's: computing it on the image's padded grid
+    cost two of the matched filter's nine full-size transforms.
+    """
+    ky, kx = kernel.shape
+    shape = (sfft.next_fast_len(2 * ky - 1, True), sfft.next_fast_len(2 * kx - 1, True))
+    product = sfft.rfft2(kernel, s=shape, workers=1) * sfft.rfft2(
+        kernel[::-1, ::-1], s=shape, workers=1
+    )
+    return sfft.irfft2(product, s=shape, workers=1)[: 2 * ky - 1, : 2 * kx - 1]
 
 
 def _clipped_mean(rates: np.ndarray, block_area: float) -> np.ndarray:
