@@ -369,11 +369,19 @@ def parse_settings(settings: tuple[str, ...]) -> dict[str, dict[str, Any]]:
 @DATA_DIR_OPTION
 @click.option("--events", type=int, default=None, help="approximate event count of the scene")
 @click.option("--seed", type=int, default=None, help="simulation seed (default: from the clock)")
-def demo(port: int, data_dir: Path | None, events: int | None, seed: int | None) -> None:
+@click.option(
+    "--keep/--no-keep",
+    default=True,
+    show_default=True,
+    help="leave the stack running for the dashboard (--no-keep stops the stack the demo started)",
+)
+def demo(
+    port: int, data_dir: Path | None, events: int | None, seed: int | None, keep: bool
+) -> None:
     """Start the stack, simulate a GRB afterglow, run the ToO chain, and show what it found."""
     from local.demo import run_demo
 
-    sys.exit(run_demo(port, data_dir, events, seed))
+    sys.exit(run_demo(port, data_dir, events, seed, keep))
 
 
 COMMANDS: list[click.Command] = [submit, runs, run, logs, products, cancel, rerun, demo]

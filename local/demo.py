@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shlex
 import time
 from pathlib import Path
 from typing import Any
@@ -22,21 +23,54 @@ import numpy as np
 ARCSEC_PER_DEG = 3600.0
 
 
-def run_demo(port: int, data_dir: Path | None, events: int | None, seed: int | None) -> int:
-    """Run the demo; the exit status (0 when the ToO run succeeded)."""
-    from local.chainkit import prepare_data_dir
-    from local.cli_platform import Client, _data_dir
-    from local.cli_runs import follow_run, print_dag
+def run_demo(
+    port: int, data_dir: Path | None, events: int | None, seed: int | None, keep: bool = True
+) -> int:
+    """Run the demo; the exit status (0 when the ToO run succeeded).
+
+    Parameters
+    ----------
+    port
+        Gateway port of the stack the demo starts (unused when one already runs).
+    data_dir
+        State directory of the stack (default: ``MXT_DATA_DIR`` or the per-user one).
+    events
+        Approximate event count of the simulated scene (default: a 3000 s observation).
+    seed
+        Simulation seed (default: from the clock).
+    keep
+        Leave the stack running at the end so the dashboard can be browsed; when false,
+        a stack this demo started is stopped before returning (one it found running is
+        never stopped).
+    """
+    from local.cli_platform import _data_dir
 
     clock = time.monotonic()
     data_dir = _data_dir(data_dir)
     # before the stack starts: its functions find the schema migrated and the CALDB in place
     os.environ["MXT_DATA_DIR"] = str(data_dir)
-    created = prepare_data_dir(data_dir, os.environ.get("MXT_DATABASE_URL"))
-    stack_url = ensure_stack(data_dir, port)
-    click.echo(f"stack ready at {stack_url} ({time.monotonic() - clock:.1f} s)")
+    created = prepare_caldb(data_dir)
+    started = False
+    try:
+        stack_url, started = ensure_stack(data_dir, port)
+        click.echo(f"stack ready at {stack_url} ({time.monotonic() - clock:.1f} s)")
+        click.echo(f"CALDB: {created} model CALDB files ingested" if created else "CALDB: in place")
+        run, outcome = _run_chain(data_dir, stack_url, events, seed)
+    finally:
+        # also on Ctrl-C or an error: --no-keep promises no stack left behind
+        stopped = not keep and started and _stop(data_dir)
+    _summary(data_dir, stack_url, run, outcome, clock, started, stopped)
+    return 0 if run["state"] == "succeeded" else 1
+
+
+def _run_chain(
+    data_dir: Path, stack_url: str, events: int | None, seed: int | None
+) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """Simulate, drop the L0 file, follow its ToO run; the run and the position check."""
+    from local.cli_platform import Client
+    from local.cli_runs import follow_run, print_dag
+
     client = Client(data_dir, None)
-    click.echo(f"CALDB: {created} model CALDB files ingested" if created else "CALDB: in place")
     scene = demo_scene(seed if seed is not None else int(time.time()) % 100_000, events)
     l0, truth = simulate_observation(scene)
     click.echo(
@@ -50,24 +84,66 @@ def run_demo(port: int, data_dir: Path | None, events: int | None, seed: int | N
     print_dag(run)
     if run["state"] != "succeeded":
         click.echo(f"the run {run['state']}: {run['reason']}", err=True)
-        return 1
-    report(client, data_dir, run, scene, stack_url)
-    click.echo(f"demo took {time.monotonic() - clock:.1f} s; stop the stack with: mxt down")
-    return 0
+        return run, None
+    return run, report(client, run, scene, stack_url)
 
 
-def ensure_stack(data_dir: Path, port: int) -> str:
-    """The URL of the stack on ``data_dir``, started in the background when none runs."""
+def prepare_caldb(data_dir: Path) -> int:
+    """Migrate the schema and ingest the model CALDB when the index lacks it; files added."""
+    from local.chainkit import prepare_data_dir
+
+    return int(prepare_data_dir(data_dir, os.environ.get("MXT_DATABASE_URL")))
+
+
+def _stop(data_dir: Path) -> bool:
+    """Stop the stack on ``data_dir`` (drain, then every child); whether one was running."""
+    from local.stack import stop_stack
+
+    click.echo("stopping the stack (--no-keep)…")
+    return stop_stack(data_dir)
+
+
+def _summary(
+    data_dir: Path,
+    url: str,
+    run: dict[str, Any],
+    found: dict[str, Any] | None,
+    clock: float,
+    started: bool,
+    stopped: bool,
+) -> None:
+    """The last lines: the outcome, where to look, and how to stop what is left running."""
+    click.echo("")
+    click.echo(f"── summary ({time.monotonic() - clock:.1f} s) " + "─" * 40)
+    click.echo(f"run        {run['run_id']}: {run['state']}")
+    if found is not None:
+        click.echo(
+            f"found      the afterglow {found['offset_arcsec']:.1f}″ from the truth, "
+            f"90 % error radius {found['err90_arcsec']:.1f}″ ({found['inside']})"
+        )
+    else:
+        click.echo(f"reason     {run.get('reason')}")
+    if stopped:
+        click.echo("stack      stopped (--no-keep)")
+        return
+    click.echo(f"dashboard  {url}/ui/#/runs/{run['run_id']}")
+    how = "left running" if started else "was already running before the demo: left running"
+    click.echo(f"stack      {how}; stop it with:")
+    click.echo(f"  mxt down --data-dir {shlex.quote(str(data_dir))}")
+
+
+def ensure_stack(data_dir: Path, port: int) -> tuple[str, bool]:
+    """The URL of the stack on ``data_dir`` and whether this call started it."""
     from local.chainkit import REPO_STACK
     from local.stack import EmbeddedStack, read_state
 
     state = read_state(data_dir)
     if state is not None:
-        return str(state["gateway_url"])
+        return str(state["gateway_url"]), False
     stack = EmbeddedStack(REPO_STACK, data_dir, port=port, env={"MXT_DATA_DIR": str(data_dir)})
-    # left running on purpose: the operator browses the dashboard, then runs `mxt down`
+    # its own process group: it outlives this command unless --no-keep stops it
     stack.start(timeout=120)
-    return stack.url
+    return stack.url, True
 
 
 def demo_scene(seed: int, events: int | None) -> Any:
@@ -133,8 +209,15 @@ def drop_in_raw_bucket(data_dir: Path, client: Any, l0: Any, obs_id: str) -> str
     raise click.ClickException(f"no run started for {key} within 60 s of its arrival")
 
 
-def report(client: Any, data_dir: Path, run: dict[str, Any], scene: Any, url: str) -> None:
-    """Position against the truth, decay index, products, dashboard."""
+def report(client: Any, run: dict[str, Any], scene: Any, url: str) -> dict[str, Any]:
+    """Print the position against the truth, the decay index and the products.
+
+    Returns
+    -------
+    dict
+        ``offset_arcsec`` (found to true position), ``err90_arcsec`` (90 % error radius)
+        and ``inside`` ("inside" or "OUTSIDE") for the summary.
+    """
     import json
 
     from storage.objects import get_store
@@ -164,7 +247,8 @@ def report(client: Any, data_dir: Path, run: dict[str, Any], scene: Any, url: st
         alpha, error = fit.get("alpha", float("nan")), fit.get("alpha_err", float("nan"))
         click.echo(f"decay      α = {alpha:.2f} ± {error:.2f}  (simulated {truth.decay_index})")
     click.echo(f"products   {len(items)}: " + ", ".join(sorted(by_name)))
-    click.echo(f"dashboard  {url}/ui/   runs API {url}/mxt/runs/{run['run_id']}")
+    click.echo(f"runs API   {url}/mxt/runs/{run['run_id']}")
+    return {"offset_arcsec": offset, "err90_arcsec": position["err90_arcsec"], "inside": inside}
 
 
 def angular_offset_arcsec(ra1: float, dec1: float, ra2: float, dec2: float) -> float:
