@@ -18,7 +18,6 @@ import contextlib
 import io
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -28,7 +27,7 @@ from pathlib import Path
 REPOSITORY = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPOSITORY))
 
-from local.natsd import free_port, wait_for_port  # noqa: E402
+from local.testservers import moto_s3_endpoint  # noqa: E402
 from storage.local import LocalObjectStore  # noqa: E402
 from storage.objects import ObjectStore  # noqa: E402
 from storage.s3 import S3ObjectStore  # noqa: E402
@@ -52,29 +51,6 @@ def timed(operation: Callable[[int], object], n: int) -> list[float]:
         operation(i)
         samples.append(time.perf_counter() - started)
     return samples
-
-
-@contextlib.contextmanager
-def moto_endpoint() -> Iterator[str]:
-    """A moto S3 server on a free port (or the external endpoint)."""
-    external = os.environ.get("MXT_TEST_S3_ENDPOINT")
-    if external:
-        yield external
-        return
-    port = free_port()
-    moto = Path(sys.executable).parent / "moto_server"
-    proc = subprocess.Popen(
-        [str(moto), "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    try:
-        wait_for_port("127.0.0.1", port, 30)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        proc.terminate()
-        proc.wait(10)
 
 
 @contextlib.contextmanager
@@ -228,7 +204,7 @@ def main() -> None:
     print(f"object store ({os.cpu_count()} CPUs)")
     with tempfile.TemporaryDirectory(prefix="mxt-bench-") as root:
         bench_objects("local", LocalObjectStore(root), args.size_mb)
-    with moto_endpoint() as endpoint:
+    with moto_s3_endpoint() as endpoint:
         store = S3ObjectStore(endpoint, "testing", "testing", bucket_prefix="bench-")
         bench_objects("s3", store, args.size_mb)
     print("databases")

@@ -17,6 +17,8 @@ from typing import Any
 
 import yaml
 
+from local.stack import write_stack_file
+
 REPO = Path(__file__).resolve().parents[1]
 REPO_STACK = REPO / "stack.yml"
 CHAIN_FUNCTIONS = ("orchestrator", "brick-")
@@ -90,14 +92,7 @@ def stack_subset(
                 handler = folder
         functions[name] = {**spec, "handler": str(handler)}
     functions.update(extra or {})
-    document = {
-        "version": stack["version"],
-        "provider": stack["provider"],
-        "configuration": {"templates": [{"name": "python3-mxt"}]},
-        "functions": functions,
-    }
-    target.write_text(yaml.safe_dump(document, sort_keys=False))
-    return target
+    return write_stack_file(target, functions)
 
 
 def afterglow_scene(

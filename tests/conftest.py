@@ -10,15 +10,14 @@
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from local.natsd import NatsServer, free_port, wait_for_port
+from local.natsd import NatsServer
+from local.testservers import moto_s3_endpoint
 
 POSTGRES_URL = os.environ.get(
     "MXT_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
@@ -46,24 +45,8 @@ def nats_fresh(tmp_path: Path) -> Iterator[NatsServer]:
 @pytest.fixture(scope="session")
 def s3_endpoint() -> Iterator[str]:
     """URL of a real S3 protocol server: moto_server on a free port."""
-    external = os.environ.get("MXT_TEST_S3_ENDPOINT")
-    if external:
-        yield external
-        return
-    port = free_port()
-    moto = Path(sys.executable).parent / "moto_server"
-    proc = subprocess.Popen(
-        [str(moto), "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    try:
-        wait_for_port("127.0.0.1", port, 30)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        proc.terminate()
-        proc.wait(10)
+    with moto_s3_endpoint() as url:
+        yield url
 
 
 def _postgres_schema_url() -> Iterator[str]:

@@ -20,16 +20,6 @@ from tests.chains.conftest import RunsClient, local_store
 HERE = Path(__file__).parent
 
 
-def function_pids(stack: EmbeddedStack, function: str) -> list[int]:
-    """Process ids of a function's replicas under the stack."""
-    assert stack.process is not None
-    return [
-        child.pid
-        for child in psutil.Process(stack.process.pid).children(recursive=True)
-        if f"--name {function} " in " ".join(child.cmdline()) + " "
-    ]
-
-
 def wait_for_task(runs: RunsClient, run_id: str, brick: str, states: tuple[str, ...]) -> None:
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
@@ -56,13 +46,13 @@ def test_brick_killed_mid_run_is_restarted_and_the_run_completes(
     l0, _ = observation_factory()
     run_id = runs.started(runs.upload_raw(l0, l0[0].header["OBS_ID"]))["run_id"]
     wait_for_task(runs, run_id, "calibrate", ("dispatched", "running"))
-    victims = function_pids(runs.stack, "brick-calibrate")
+    victims = runs.stack.replica_pids("brick-calibrate")
     assert victims
     for pid in victims:
         psutil.Process(pid).send_signal(signal.SIGKILL)
     run = runs.wait(run_id)
     assert run["state"] == "succeeded", run["reason"]
-    assert not set(victims) & set(function_pids(runs.stack, "brick-calibrate"))
+    assert not set(victims) & set(runs.stack.replica_pids("brick-calibrate"))
     assert len(assert_products_once(runs, run_id)) == 20
 
 

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import os
-import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,32 +10,18 @@ from typing import Any
 
 import pytest
 
-from local.natsd import NatsServer, free_port, wait_for_port
+from local.natsd import NatsServer, free_port
+from local.testservers import served_process
 
 
 @contextlib.contextmanager
 def serve_factory(factory: str, env: dict[str, str], log: Path) -> Iterator[str]:
     """Run ``uvicorn --factory <factory>`` on a free port; yield its base URL."""
     port = free_port()
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "--factory", factory]
-            + ["--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"],
-            env={**os.environ, **env},
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        try:
-            wait_for_port("127.0.0.1", port, 20)
-            yield f"127.0.0.1:{port}"
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+    argv = [sys.executable, "-m", "uvicorn", "--factory", factory]
+    argv += ["--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"]
+    with served_process(argv, port, env=env, log=log, ready_seconds=20):
+        yield f"127.0.0.1:{port}"
 
 
 HUB_ENV = {"MXT_WEBSOCKET_QUEUE": "64"}  # small, so the slow-client test needs few events

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import yaml
 
+from local.stack import write_stack_file
+
 REPOSITORY = Path(__file__).resolve().parents[2]
 
 
@@ -21,11 +23,4 @@ def write_storage_stack(path: Path, functions: list[str]) -> Path:
         entry["handler"] = str(REPOSITORY / "functions" / name)
         entry.pop("image", None)
         entries[name] = entry
-    document = {
-        "version": 1.0,
-        "provider": {"name": "openfaas"},
-        "configuration": {"templates": [{"name": "python3-mxt"}]},
-        "functions": entries,
-    }
-    path.write_text(yaml.safe_dump(document, sort_keys=False))
-    return path
+    return write_stack_file(path, entries)
