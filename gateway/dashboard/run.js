@@ -60,7 +60,9 @@ function noticeButtons(container, products) {
         const text = await fetch(objectURL(product.bucket, product.key)).then((r) => r.text());
         status.textContent = (await copyText(text)) ? " copied" : " copy failed";
       } }, label), status);
-    buttons.push(h("a", { href: objectURL(product.bucket, product.key), download: product.key.split("/").pop() }, "download"));
+    // "download" twice on one line: the accessible name says which notice
+    buttons.push(h("a", { href: objectURL(product.bucket, product.key), download: product.key.split("/").pop(),
+      "aria-label": `Download ${label.replace("Copy notice", "notice")}` }, "download"));
   }
   if (container) fill(container, buttons);
 }
@@ -123,7 +125,8 @@ export async function runPage(main, runId) {
   const taskBody = h("tbody");
   const quicklooks = h("div", { class: "quicklooks", id: "quicklooks" });
   const productBody = h("tbody", { id: "products-body" });
-  const logList = h("ol", { class: "logs", id: "log-lines", "aria-live": "off" });
+  // focusable: keyboard users scroll the log box with the arrow keys
+  const logList = h("ol", { class: "logs", id: "log-lines", "aria-live": "off", tabindex: 0, "aria-label": "Log lines" });
   const levelSelect = h("select", { id: "log-level" }, LEVELS.map((l) => h("option", { value: l, selected: l === "INFO" }, l)));
   const taskSelect = h("select", { id: "log-task" }, h("option", { value: "" }, "all tasks"),
     run.tasks.map((t) => h("option", { value: t.brick }, t.brick)));

@@ -9,6 +9,7 @@ database loads one page, and the browser's own timing is printed.
 from __future__ import annotations
 
 import json
+import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,7 +22,7 @@ pytestmark = pytest.mark.browser
 
 REPO = Path(__file__).resolve().parents[2]
 HTTP_TIMEOUT = 120  # seconds: a hang guard only; lazy functions start cold on a busy machine
-SCREENSHOTS = REPO / "docs" / "screenshots"
+COMMITTED_SCREENSHOTS = REPO / "docs" / "screenshots"
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
     "--headless",
@@ -60,6 +61,19 @@ def page(browser: Any, frontend_stack: Any) -> Iterator[Any]:
     assert not errors, f"uncaught errors in the page: {errors}"
 
 
+@pytest.fixture(scope="module")
+def screenshots(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Where the pages are photographed: a temporary folder, unless asked for the README's.
+
+    ``MXT_UPDATE_SCREENSHOTS=1`` rewrites the committed ``docs/screenshots/*.png``;
+    otherwise a test run leaves the checkout clean.
+    """
+    if os.environ.get("MXT_UPDATE_SCREENSHOTS") == "1":
+        COMMITTED_SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        return COMMITTED_SCREENSHOTS
+    return tmp_path_factory.mktemp("screenshots")
+
+
 def _log_in(page: Any, password: str) -> None:
     page.get_by_role("button", name="Log in").click()
     page.get_by_label("Password").fill(password)
@@ -92,7 +106,9 @@ def _position_product(stack: Any, run_id: str) -> dict[str, Any]:
     ).json()
 
 
-def test_submit_watch_run_complete_live_and_read_position(page, frontend_stack, tmp_path):
+def test_submit_watch_run_complete_live_and_read_position(
+    page, frontend_stack, tmp_path, screenshots
+):
     l0_path, obs_id = _simulated_l0(tmp_path)
     page.goto("/ui/")
     page.locator("#feed-status[data-state=on]").wait_for()
@@ -148,11 +164,10 @@ def test_submit_watch_run_complete_live_and_read_position(page, frontend_stack, 
         assert download.status_code == 200, href
         assert download.content[:6] == b"SIMPLE", href
 
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(SCREENSHOTS / "run.png"), full_page=True)
+    page.screenshot(path=str(screenshots / "run.png"), full_page=True)
 
 
-def test_failed_run_shows_its_reason(page, frontend_stack, tmp_path):
+def test_failed_run_shows_its_reason(page, frontend_stack, tmp_path, screenshots):
     from storage.local import LocalObjectStore
 
     # an L0 file whose primary header is fine but that lacks its EVENTS table: the run
@@ -204,8 +219,34 @@ def test_failed_run_shows_its_reason(page, frontend_stack, tmp_path):
     # the runs page for the README: the completed run of the first test and this one
     page.goto("/ui/#/runs")
     page.locator(f'#runs-body tr[data-run="{run_id}"]').wait_for()
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(SCREENSHOTS / "runs.png"))
+    _assert_runs_table_beside_the_panel(page)
+    page.screenshot(path=str(screenshots / "runs.png"))
+    page.set_viewport_size({"width": 1024, "height": 768})
+    _assert_runs_table_beside_the_panel(page)
+
+
+def _assert_runs_table_beside_the_panel(page: Any) -> None:
+    """The runs table shows nothing under the submit panel (it may scroll in its column)."""
+    boxes = page.evaluate(
+        """() => {
+            const box = (el) => { const r = el.getBoundingClientRect();
+                return {left: r.left, right: r.right, top: r.top, bottom: r.bottom}; };
+            const table = document.querySelector('table.runs');
+            const clip = getComputedStyle(table.parentElement).overflowX;
+            // what of the table can paint: itself, or its parent's box when that clips it
+            const shown = ['auto', 'scroll', 'hidden', 'clip'].includes(clip)
+                ? table.parentElement : table;
+            return {table: box(shown), panel: box(document.querySelector('form.submit'))};
+        }"""
+    )
+    table, panel = boxes["table"], boxes["panel"]
+    apart = (
+        table["right"] <= panel["left"]
+        or panel["right"] <= table["left"]
+        or table["bottom"] <= panel["top"]
+        or panel["bottom"] <= table["top"]
+    )
+    assert apart, f"the runs table paints under the submit panel: {boxes}"
 
 
 def _insert_runs(stack: Any, count: int) -> None:
@@ -330,3 +371,90 @@ def test_function_deployed_later_appears_without_reload(page, frontend_stack):
             auth=frontend_stack.auth,
             timeout=HTTP_TIMEOUT,
         )
+
+
+# In-page checks (axe is not available offline). A control's accessible name follows the
+# usual order: aria-labelledby, aria-label, its <label>s, then a button's own text.
+# Contrast: WCAG 2 relative luminance of the text colour against the background actually
+# behind it (translucent layers composited up to the first opaque one); disabled
+# controls are exempt, as in WCAG.
+A11Y_SCRIPT = "\n".join(  # the file's leading comments would hide the function from evaluate
+    line
+    for line in (Path(__file__).parent / "a11y_check.js").read_text().splitlines()
+    if not line.startswith("//")
+)
+FOCUSED_SCRIPT = """() => {
+  const el = document.activeElement;
+  const style = getComputedStyle(el);
+  const rect = el.querySelector && el.querySelector("rect");
+  return {
+    tag: el.tagName, id: el.id, name: el.getAttribute("name"), cls: el.getAttribute("class") || "",
+    brick: el.dataset ? el.dataset.brick || null : null,
+    label: el.getAttribute("aria-label"), text: el.textContent.trim().slice(0, 40),
+    outline: style.outlineStyle + " " + style.outlineWidth,
+    stroke: rect ? getComputedStyle(rect).stroke : null,
+  };
+}"""
+
+
+def _assert_accessible(page: Any, where: str) -> None:
+    found = page.evaluate(A11Y_SCRIPT)
+    assert found["unnamed"] == [], f"{where}: controls without an accessible name"
+    assert found["lowContrast"] == [], f"{where}: text below 4.5:1 contrast"
+
+
+def _tab_through(page: Any, presses: int) -> list[dict[str, Any]]:
+    """Press Tab ``presses`` times; what had the focus after each press, and its focus ring."""
+    reached = []
+    for _ in range(presses):
+        page.keyboard.press("Tab")
+        reached.append(page.evaluate(FOCUSED_SCRIPT))
+    return reached
+
+
+def test_runs_page_controls_named_focus_visible_and_in_tab_order(page, frontend_stack):
+    page.goto("/ui/#/runs")
+    page.locator("#feed-status[data-state=on]").wait_for()
+    _assert_accessible(page, "runs page, logged out")
+    page.get_by_role("button", name="Log in").click()
+    _assert_accessible(page, "login dialog")
+    page.get_by_label("Password").fill(frontend_stack.password)
+    page.locator("#login-submit").click()
+    page.get_by_role("button", name="Log out").wait_for()
+    _assert_accessible(page, "runs page, logged in")
+
+    page.locator("body").focus()
+    page.evaluate("document.activeElement.blur()")
+    reached = _tab_through(page, 25)
+    ids = {r["id"] for r in reached} | {r["name"] for r in reached}
+    for control in ("programme", "state", "obs_id", "submit-file", "submit-button", "login-button"):
+        assert control in ids, f"{control} is not reached by Tab: {reached}"
+    assert any(r["text"] == "Runs" for r in reached), "the navigation is not reached by Tab"
+    for r in (r for r in reached if r["tag"] != "BODY"):  # BODY: Tab went round the page
+        # every keyboard stop shows a ring (a 2 px outline at least), none hides it
+        assert r["outline"].startswith("solid") and float(r["outline"].split()[1][:-2]) >= 2, r
+
+
+def test_dag_nodes_reached_by_keyboard_with_state_in_text(page, frontend_stack):
+    _seed_programmes(frontend_stack)
+    run_id = f"r-a11y-{uuid.uuid4().hex[:8]}"
+    bricks = ["ingest", "calibrate", "coordinates"]
+    created = httpx.post(
+        f"{frontend_stack.url}/mxt_missiondb/runs",
+        json={"run_id": run_id, "programme": "ToO", "bricks": bricks},
+        auth=frontend_stack.auth,
+        timeout=HTTP_TIMEOUT,
+    )
+    assert created.status_code == 201, created.text
+    page.goto(f"/ui/#/runs/{run_id}")
+    page.locator("svg.dag g.node").first.wait_for()
+    _assert_accessible(page, "run page")
+    page.locator("p.crumbs a").focus()
+    reached = [r for r in _tab_through(page, 20) if r["brick"]]
+    # in graph order (Tab may go round the page and meet them again)
+    assert list(dict.fromkeys(r["brick"] for r in reached)) == bricks, reached
+    for node in reached:
+        # the state in words, for screen readers and on the node itself, not only colour
+        assert node["label"] == f"{node['brick']}: pending", node
+        assert "pending" in node["text"], node
+        assert node["stroke"] == "rgb(179, 89, 0)", node  # the focus ring colour (--focus)
