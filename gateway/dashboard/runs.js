@@ -109,13 +109,13 @@ export async function runsPage(main, query) {
     body);
   fill(main,
     h("div", { class: "columns" },
+      h("aside", {}, submitPanel((obs) => { awaitedObs = obs; })),
       h("section", { class: "wide" },
         h("h1", { id: "runs-title" }, "Runs"),
         filterForm(filters, setFilters), message,
         // focusable so keyboard users can scroll it sideways when it is wider than its column
         h("div", { class: "table-scroll", tabindex: 0, role: "region", "aria-labelledby": "runs-title" }, table),
-        more),
-      h("aside", {}, submitPanel((obs) => { awaitedObs = obs; }))));
+        more)));
 
   const rows = new Map();
   let nextAfter = null;
