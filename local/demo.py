@@ -89,10 +89,20 @@ def _run_chain(
 
 
 def prepare_caldb(data_dir: Path) -> int:
-    """Migrate the schema and ingest the model CALDB when the index lacks it; files added."""
+    """Migrate the schema and ingest the model CALDB when the index lacks it; files added.
+
+    A second demo on the same data directory finds the model files already indexed
+    under the same names (rebuilt model files need not be byte-identical, which the
+    index refuses as a conflict): those are kept and used.
+    """
+    from bricks.errors import Conflict
     from local.chainkit import prepare_data_dir
 
-    return int(prepare_data_dir(data_dir, os.environ.get("MXT_DATABASE_URL")))
+    try:
+        return int(prepare_data_dir(data_dir, os.environ.get("MXT_DATABASE_URL")))
+    except Conflict as error:
+        click.echo(f"CALDB: keeping the files already indexed ({error})")
+        return 0
 
 
 def _stop(data_dir: Path) -> bool:
