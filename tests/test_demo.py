@@ -65,5 +65,10 @@ def test_demo_no_keep_finds_the_burst_and_stops_its_stack(tmp_path: Path) -> Non
     assert "succeeded" in summary and "stack      stopped (--no-keep)" in summary, summary
     assert "mxt down" not in summary  # nothing left to stop
 
+    # the quick-look function drew its warm-up figures at start, without a fault
+    quicklook_log = (data_dir / "logs" / "brick-quicklook.log").read_text()
+    assert "quick-look figures warmed in" in quicklook_log
+    assert "warm-up failed" not in quicklook_log
+
     assert _processes_of(data_dir) == []
     assert read_state(data_dir) is None  # no stack described as running on it
