@@ -2,7 +2,7 @@
 transitions its state machine makes (each returns whether this caller won it).
 
 Query functions take a session and never commit, except :func:`claim`, which is its
-own transaction: a claimed task must be visible to every other orchestrator at once.
+own transaction: claimed tasks must be visible to every other orchestrator at once.
 """
 
 from __future__ import annotations
@@ -37,15 +37,25 @@ class RunContext:
 
 
 def load_context(run_id: str) -> RunContext:
-    """The run, its tasks by brick, its products, CALDB files and raw file, in one read."""
+    """The run with its raw file, its tasks by brick, products and CALDB files, in one read."""
     with st.session() as db:
+        found = db.execute(
+            sa.select(st.Run, st.Observation.raw_bucket, st.Observation.raw_key)
+            .outerjoin(st.Observation, st.Observation.obs_id == st.Run.obs_id)
+            .where(st.Run.run_id == run_id)
+        ).one_or_none()
+        if found is None:
+            raise NotFound(f"run {run_id} not found", run_id=run_id)
+        run, raw_bucket, raw_key = found
+        if raw_key is None:
+            raise NotFound(f"run {run_id} has no observation")
         caldb = db.scalars(sa.select(st.RunCaldbFile).where(st.RunCaldbFile.run_id == run_id))
         return RunContext(
-            run=missiondb.get_run(db, run_id),
+            run=missiondb.RunRecord.model_validate(run),
             tasks={t.brick: t for t in missiondb.run_tasks(db, run_id)},
             outputs=outputs_of(db, run_id),
             caldb={f.codename: f"{f.bucket}/{f.key}" for f in caldb},
-            raw=raw_ref_of(db, run_id),
+            raw=f"{raw_bucket}/{raw_key}",
         )
 
 
@@ -109,23 +119,33 @@ def register_observation(db: Session, observation: RawObservation, programme: st
     )
 
 
-def claim(task_id: str, run_id: str, brick: str) -> bool:
-    """``pending → dispatched`` (attempt 1) in a transaction of its own; True for the winner."""
+def claim(run_id: str, bricks: list[str]) -> list[str]:
+    """``pending → dispatched`` (attempt 1) of each brick, in one transaction of its own.
+
+    Each is still a compare-and-set of its own row, so of two orchestrators claiming
+    the same brick exactly one wins it; committing at once makes the claims visible to
+    every other orchestrator. Returns the bricks this caller won, in ``bricks`` order.
+    """
+    if not bricks:
+        return []
+    won = []
+    now = datetime.now(UTC)
     with transaction() as db:
-        return (
-            db.execute(
+        for brick in bricks:
+            result = db.execute(
                 sa.update(st.Task)
-                .where(st.Task.task_id == task_id, st.Task.state == "pending")
+                .where(st.Task.task_id == st.task_id_of(run_id, brick), st.Task.state == "pending")
                 .values(
                     state="dispatched",
                     attempts=1,
                     call_id=task_call_id(run_id, brick, 1),
-                    started_at=datetime.now(UTC),
+                    started_at=now,
                 )
                 .execution_options(synchronize_session=False)
-            ).rowcount
-            == 1
-        )
+            )
+            if result.rowcount == 1:
+                won.append(brick)
+    return won
 
 
 def retry_task(db: Session, task_id: str, attempt: int, reason: str) -> bool:
@@ -237,14 +257,3 @@ def outputs_of(db: Session, run_id: str) -> dict[str, str]:
         )
     )
     return {name: f"{bucket}/{key}" for name, bucket, key in rows}
-
-
-def raw_ref_of(db: Session, run_id: str) -> str:
-    row = db.execute(
-        sa.select(st.Observation.raw_bucket, st.Observation.raw_key)
-        .join(st.Run, st.Run.obs_id == st.Observation.obs_id)
-        .where(st.Run.run_id == run_id)
-    ).one_or_none()
-    if row is None:
-        raise NotFound(f"run {run_id} has no observation")
-    return f"{row[0]}/{row[1]}"

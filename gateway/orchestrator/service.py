@@ -156,6 +156,31 @@ def load_dag(db: Session, programme: str, version: int | None) -> tuple[Dag, int
     return dag, record.version
 
 
+#: (programme, configuration version) of the runs this process has advanced: fixed at
+#: a run's start, so every completion after the first finds its DAG without a read
+_RUN_CONFIGURATIONS: dict[str, tuple[str, int | None]] = {}
+#: runs remembered at most (a dict keeps insertion order: the oldest go first)
+RUN_CONFIGURATIONS_KEPT = 4096
+
+
+def run_dag(run_id: str) -> Dag | None:
+    """The DAG a run follows; None for an unknown run."""
+    configuration = _RUN_CONFIGURATIONS.get(run_id)
+    with st.session() as db:
+        if configuration is None:
+            found = db.execute(
+                sa.select(st.Run.programme, st.Run.config_version).where(st.Run.run_id == run_id)
+            ).one_or_none()
+            if found is None:
+                return None
+            configuration = (found[0], found[1])
+            while len(_RUN_CONFIGURATIONS) >= RUN_CONFIGURATIONS_KEPT:
+                del _RUN_CONFIGURATIONS[next(iter(_RUN_CONFIGURATIONS))]
+            _RUN_CONFIGURATIONS[run_id] = configuration
+        dag, _ = load_dag(db, *configuration)
+    return dag
+
+
 @dataclass
 class Orchestrator:
     """The orchestrator of one process: its clients, nothing per run.
@@ -305,17 +330,12 @@ class Orchestrator:
             skipped = [b for b in ready if not set(dag.nodes[b].required) <= available]
             for brick in skipped:
                 await self._skip(run_id, tasks[brick], dag.nodes[brick].required, available)
+            runnable = [brick for brick in ready if brick not in skipped]
+            won = records.claim(run_id, [b for b in runnable if tasks[b].state == "pending"])
             claimed = [
                 brick
-                for brick in ready
-                if brick not in skipped
-                and (
-                    (heal and tasks[brick].state == "dispatched")
-                    or (
-                        tasks[brick].state == "pending"
-                        and records.claim(tasks[brick].task_id, run_id, brick)
-                    )
-                )
+                for brick in runnable
+                if brick in won or (heal and tasks[brick].state == "dispatched")
             ]
             await asyncio.gather(
                 *(
@@ -397,12 +417,8 @@ class Orchestrator:
         ref = parse_call_id(completed.call_id)
         if ref is None:
             return "ignored"
-        with st.session() as db:
-            run = db.scalar(sa.select(st.Run).where(st.Run.run_id == ref.run_id))
-            if run is None:
-                return "ignored"
-            dag, _ = load_dag(db, run.programme, run.config_version)
-        if ref.task not in dag.nodes:
+        dag = run_dag(ref.run_id)
+        if dag is None or ref.task not in dag.nodes:
             return "ignored"
         if completed.state == "succeeded":
             first = await self._task_succeeded(ref.run_id, ref.task, ref.attempt, completed)
