@@ -214,12 +214,20 @@ def cash(params: np.ndarray, ap: Aperture, psf: Psf, roll_deg: float) -> float:
 
 
 def _background_only_cash(ap: Aperture, psf: Psf, roll_deg: float, ln_b: float) -> float:
-    """Cash statistic without the source: the background (and other sources) alone."""
-    best = minimize(
-        lambda p: cash(np.array([0.0, 0.0, -700.0, p[0]]), ap, psf, roll_deg),
-        np.array([ln_b]),
-        method="Nelder-Mead",
-    )
+    """Cash statistic without the source: the background (and other sources) alone.
+
+    The source term is dropped rather than evaluated at a vanishing ``N``: the same
+    statistic without two PSF evaluations per step.
+    """
+    grid_other = float(np.sum(ap.grid_exposure_area * ap.other_grid))
+    grid_area = float(np.sum(ap.grid_exposure_area))
+
+    def background_cash(p: np.ndarray) -> float:
+        b = np.exp(p[0])
+        rate = np.maximum(b + ap.other_events, 1e-300)
+        return float(2.0 * (b * grid_area + grid_other - np.sum(ap.weight * np.log(rate))))
+
+    best = minimize(background_cash, np.array([ln_b]), method="Nelder-Mead")
     return float(best.fun)
 
 
