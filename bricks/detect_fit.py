@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 from scipy.optimize import brentq, minimize
@@ -80,6 +81,16 @@ class Aperture:
     def n_events(self) -> int:
         """Events in the aperture."""
         return int(self.weight.sum())
+
+    @cached_property
+    def exposed_area(self) -> float:
+        """Exposure-weighted area of the aperture, arcmin² (on-axis equivalent)."""
+        return float(np.sum(self.grid_exposure_area))
+
+    @cached_property
+    def other_expected(self) -> float:
+        """Counts the other sources are expected to put in the aperture."""
+        return float(np.sum(self.grid_exposure_area * self.other_grid))
 
 
 def circular_radius90(cov: np.ndarray) -> float:
@@ -220,11 +231,9 @@ class _PsfValues:
 
 def _cash_at(ap: Aperture, psf_values: _PsfValues, n: float, b: float) -> float:
     """Cash statistic for source counts ``n`` and background ``b`` (per arcmin²)."""
-    expected = n * psf_values.expected_per_count + np.sum(
-        ap.grid_exposure_area * (b + ap.other_grid)
-    )
+    expected = n * psf_values.expected_per_count + b * ap.exposed_area + ap.other_expected
     rate = np.maximum(n * psf_values.events + b + ap.other_events, 1e-300)
-    return float(2.0 * (expected - np.sum(ap.weight * np.log(rate))))
+    return float(2.0 * (expected - np.dot(ap.weight, np.log(rate))))
 
 
 def cash(params: np.ndarray, ap: Aperture, psf: Psf, roll_deg: float) -> float:
@@ -233,21 +242,21 @@ def cash(params: np.ndarray, ap: Aperture, psf: Psf, roll_deg: float) -> float:
     return _cash_at(ap, _psf_at(ap, psf, roll_deg, pu, pv), np.exp(ln_n), np.exp(ln_b))
 
 
-def _best_counts(
-    ap: Aperture, psf_values: _PsfValues, n: float, b: float, area: float
-) -> tuple[float, float]:
+def _best_counts(ap: Aperture, psf_values: _PsfValues, n: float, b: float) -> tuple[float, float]:
     """Source counts and background minimising the Cash statistic at a fixed position.
 
     ``C`` is convex in ``(N, b)`` (a Poisson likelihood linear in both): Newton steps,
-    halved to stay positive and downhill, from the given start. ``area`` is the
-    exposure-weighted area of the aperture, arcmin².
+    halved to stay positive and downhill, from the given start.
     """
     rho, w = psf_values.events, ap.weight
     current = _cash_at(ap, psf_values, n, b)
     for _ in range(50):
         rate = np.maximum(n * rho + b + ap.other_events, 1e-300)
-        w_r, w_r2 = w / rate, w / (rate * rate)
-        grad = np.array([psf_values.expected_per_count - np.dot(w_r, rho), area - w_r.sum()])
+        w_r = w / rate
+        w_r2 = w_r / rate
+        grad = np.array(
+            [psf_values.expected_per_count - np.dot(w_r, rho), ap.exposed_area - w_r.sum()]
+        )
         h_nb = float(np.dot(w_r2, rho))
         hess = np.array([[float(np.dot(w_r2, rho * rho)), h_nb], [h_nb, float(w_r2.sum())]])
         try:
@@ -277,13 +286,12 @@ def _background_only_cash(ap: Aperture, psf: Psf, roll_deg: float, ln_b: float) 
     The source term is dropped rather than evaluated at a vanishing ``N``: the same
     statistic without two PSF evaluations per step.
     """
-    grid_other = float(np.sum(ap.grid_exposure_area * ap.other_grid))
-    grid_area = float(np.sum(ap.grid_exposure_area))
 
     def background_cash(p: np.ndarray) -> float:
         b = np.exp(p[0])
         rate = np.maximum(b + ap.other_events, 1e-300)
-        return float(2.0 * (b * grid_area + grid_other - np.sum(ap.weight * np.log(rate))))
+        expected = b * ap.exposed_area + ap.other_expected
+        return float(2.0 * (expected - np.dot(ap.weight, np.log(rate))))
 
     best = minimize(background_cash, np.array([ln_b]), method="Nelder-Mead")
     return float(best.fun)
@@ -338,7 +346,7 @@ def fit_position(
         None when the aperture holds too few events to fit (fewer than 3).
     """
     n_ev = ap.n_events
-    area = float(ap.grid_exposure_area.sum())
+    area = ap.exposed_area
     if n_ev < 3 or area <= 0:
         return None
     b0 = max(0.5 * n_ev / area, 1e-6)
@@ -361,7 +369,7 @@ def fit_position(
 
     def profile(p: np.ndarray) -> float:
         values = psf_values(p[0], p[1])
-        counts[:] = _best_counts(ap, values, counts[0], counts[1], area)
+        counts[:] = _best_counts(ap, values, counts[0], counts[1])
         return _cash_at(ap, values, counts[0], counts[1])
 
     simplex = np.vstack([np.zeros(2), np.diag([0.5, 0.5])])
@@ -373,7 +381,7 @@ def fit_position(
     )
     # A restart from the optimum guards against a collapsed simplex.
     result = minimize(profile, result.x, method="Nelder-Mead", options=_NM_OPTIONS)
-    n_best, b_best = _best_counts(ap, psf_values(*result.x), counts[0], counts[1], area)
+    n_best, b_best = _best_counts(ap, psf_values(*result.x), counts[0], counts[1])
     best = np.array([result.x[0], result.x[1], np.log(n_best), np.log(b_best)])
     hess = _hessian(objective, best, np.array([0.05, 0.05, 0.02, 0.02]))
     cov = _position_covariance(hess)
