@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import json
 import logging
 import os
@@ -27,6 +26,7 @@ import aiohttp
 
 from bricks.errors import BadInput
 from gateway.functions import FunctionSpec
+from gateway.lifetimes import die_with_parent
 from gateway.logbook import LogBook
 from gateway.settings import GatewaySettings
 
@@ -37,7 +37,6 @@ LIVENESS_PERIOD = 5.0  # seconds between health checks of a running replica
 LIVENESS_FAILURES = 3  # consecutive failed checks before a replica is restarted
 STOP_GRACE = 5.0  # seconds a replica gets to exit after SIGTERM
 BACKOFF_FIRST, BACKOFF_MAX, BACKOFF_RESET = 0.2, 10.0, 30.0  # seconds
-_PR_SET_PDEATHSIG = 1
 
 
 class FunctionUnavailable(Exception):
@@ -48,12 +47,6 @@ def _free_port() -> int:
     with contextlib.closing(socket.socket()) as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
-
-
-def _die_with_parent() -> None:
-    # runs in the child between fork and exec: SIGKILL it when the stack dies
-    with contextlib.suppress(Exception):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 class Replica:
@@ -125,7 +118,7 @@ class Replica:
                 cwd=str(spec.workdir),
                 env=self.deployment.environment(),
                 start_new_session=True,
-                preexec_fn=_die_with_parent,
+                preexec_fn=die_with_parent(signal.SIGKILL),
             )
         except BaseException:
             self._release_slot()

@@ -8,11 +8,14 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+from gateway.lifetimes import die_with_parent
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -98,6 +101,8 @@ class NatsServer:
             stderr=subprocess.DEVNULL,
             start_new_session=True,
             env=os.environ.copy(),
+            # never outlive the process that started it (a SIGKILLed `mxt up`, a test)
+            preexec_fn=die_with_parent(signal.SIGTERM),
         )
         try:
             wait_for_port(self.host, self.port, timeout)

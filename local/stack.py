@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway.auth import basic_auth_header, ensure_password, read_password
+from gateway.lifetimes import die_with_parent
 from gateway.settings import GatewaySettings
 from local.natsd import NatsServer, free_port
 from storage.settings import default_data_dir
@@ -186,8 +187,9 @@ def _exit_after_shutdown(signum: int, frame: object) -> None:
 def stop_stale_nats(store_dir: Path) -> list[int]:
     """Stop nats-servers left on ``store_dir`` by a stack that was killed outright.
 
-    Two servers must never share one JetStream store; function processes die with
-    the stack on their own (parent-death signal), nats-server does not.
+    Two servers must never share one JetStream store. Function processes and the
+    private nats-server die with the stack (parent-death signal); this catches a
+    server left by another route (a stack of an older version, a server started by hand).
 
     Returns
     -------
@@ -323,6 +325,8 @@ class EmbeddedStack:
                 env=env,
                 start_new_session=True,
                 cwd=str(self.stack_file.parent),
+                # a test or benchmark killed mid-way takes its stack with it (graceful stop)
+                preexec_fn=die_with_parent(signal.SIGTERM),
             )
         deadline = time.monotonic() + timeout
         while not self.healthy():

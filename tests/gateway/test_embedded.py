@@ -174,7 +174,7 @@ async def _unacknowledged(nats_url: str) -> int:
         await nc.close()
 
 
-def test_killed_stack_leaves_only_what_the_next_start_cleans(tmp_path: Path) -> None:
+def test_killed_stack_leaves_nothing_and_restarts_with_its_deployments(tmp_path: Path) -> None:
     stack_file = write_stack(tmp_path / "stack.yml", {"echo": function_entry("echo")})
     stack = EmbeddedStack(stack_file, tmp_path / "data").start()
     assert stack.process is not None
@@ -182,14 +182,42 @@ def test_killed_stack_leaves_only_what_the_next_start_cleans(tmp_path: Path) -> 
     deployed = httpx.post(f"{stack.url}/system/functions", json=deployment, auth=stack.auth)
     assert deployed.status_code == 202
     children = _descendants(stack.process.pid)
+    names = " ".join(" ".join(p.cmdline()) for p in children)
+    assert "nats-server" in names and "gateway.runtime" in names
     stack.process.kill()  # SIGKILL: no drain, no cleanup
     stack.process.wait()
-    # function processes die with their parent; the private nats-server does not...
-    survivors = wait_for(lambda: (alive := _alive(children)) and len(alive) == 1 and alive)
-    assert "nats-server" in " ".join(survivors[0].cmdline())
-    # ...until the next start on the same data directory stops it
+    # function processes and the private nats-server die with their parent
+    wait_for(lambda: _alive(children) == [])
+    # the next start on the same data directory brings back the API-deployed function
     with EmbeddedStack(stack_file, tmp_path / "data") as again:
-        assert _alive(survivors) == []
-        # and functions deployed through the API come back with the stack
         resp = httpx.post(f"{again.url}/function/api-echo", json={"message": "back"})
         assert resp.status_code == 200 and resp.json()["message"] == "back"
+
+
+def test_stack_dies_with_the_process_that_started_it(tmp_path: Path) -> None:
+    """A test or benchmark killed mid-way leaves no stack behind (parent-death signal)."""
+    stack_file = write_stack(tmp_path / "stack.yml", {"echo": function_entry("echo")})
+    owner_code = (
+        "import sys, time\n"
+        "from pathlib import Path\n"
+        "from local.stack import EmbeddedStack\n"
+        "s = EmbeddedStack(Path(sys.argv[1]), Path(sys.argv[2])).start(timeout=120)\n"
+        "print(s.process.pid, flush=True)\n"
+        "time.sleep(600)\n"
+    )
+    owner = subprocess.Popen(
+        [sys.executable, "-c", owner_code, str(stack_file), str(tmp_path / "data")],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert owner.stdout is not None
+        stack_pid = int(owner.stdout.readline())
+        stack_tree = [psutil.Process(stack_pid), *_descendants(stack_pid)]
+        names = " ".join(" ".join(p.cmdline()) for p in stack_tree)
+        assert "nats-server" in names and "gateway.runtime" in names
+        owner.kill()
+        owner.wait()
+        wait_for(lambda: _alive(stack_tree) == [], timeout=60)
+    finally:
+        owner.kill()
