@@ -245,13 +245,18 @@ def cash(params: np.ndarray, ap: Aperture, psf: Psf, roll_deg: float) -> float:
 def _best_counts(ap: Aperture, psf_values: _PsfValues, n: float, b: float) -> tuple[float, float]:
     """Source counts and background minimising the Cash statistic at a fixed position.
 
-    ``C`` is convex in ``(N, b)`` (a Poisson likelihood linear in both): Newton steps,
-    halved to stay positive and downhill, from the given start.
+    ``C`` is convex in ``θ = (N, b)`` (a Poisson likelihood linear in both): Newton
+    steps from the given start, halved until downhill. A parameter the plain step would
+    take to zero or below (no background, or no source, at the boundary of the range)
+    is stepped in its logarithm instead, so it approaches zero geometrically while the
+    other one still converges, rather than stalling the whole step. Stops once a step
+    lowers ``C`` by less than 1e-9 + 1e-10 |C| (the rounding of a sum over the events).
     """
     rho, w = psf_values.events, ap.weight
+    theta = np.array([n, b])
     current = _cash_at(ap, psf_values, n, b)
-    for _ in range(50):
-        rate = np.maximum(n * rho + b + ap.other_events, 1e-300)
+    for _ in range(100):
+        rate = np.maximum(theta[0] * rho + theta[1] + ap.other_events, 1e-300)
         w_r = w / rate
         w_r2 = w_r / rate
         grad = np.array(
@@ -259,25 +264,39 @@ def _best_counts(ap: Aperture, psf_values: _PsfValues, n: float, b: float) -> tu
         )
         h_nb = float(np.dot(w_r2, rho))
         hess = np.array([[float(np.dot(w_r2, rho * rho)), h_nb], [h_nb, float(w_r2.sum())]])
-        try:
-            step = -np.linalg.solve(hess, grad)
-        except np.linalg.LinAlgError:
-            step = -grad / np.maximum(np.diag(hess), 1e-300)
-        scale = 1.0
-        for _ in range(40):
-            n_try, b_try = n + scale * step[0], b + scale * step[1]
-            if n_try > 0 and b_try > 0:
-                trial = _cash_at(ap, psf_values, n_try, b_try)
-                if trial <= current:
+        in_log = theta + _newton_step(hess, grad) <= 0
+        # chain rule for θ_i = exp(φ_i) on the logarithmic components
+        scale = np.where(in_log, theta, 1.0)
+        step = _newton_step(
+            hess * np.outer(scale, scale) + np.diag(np.where(in_log, grad * theta, 0.0)),
+            grad * scale,
+        )
+        accepted = None
+        for halving in range(40):
+            factor = 0.5**halving
+            trial = theta + factor * step
+            trial[in_log] = theta[in_log] * np.exp(factor * step[in_log])
+            if np.all(trial > 0):
+                value = _cash_at(ap, psf_values, trial[0], trial[1])
+                if value <= current:
+                    accepted = trial, value
                     break
-            scale *= 0.5
-        else:
-            return n, b
-        done = abs(scale * step[0]) <= 1e-9 * n and abs(scale * step[1]) <= 1e-9 * b
-        n, b, current = n_try, b_try, trial
-        if done:
+        if accepted is None:
             break
-    return n, b
+        improvement = current - accepted[1]
+        theta, current = accepted
+        if improvement < 1e-9 + 1e-10 * abs(current):
+            break
+    return float(theta[0]), float(theta[1])
+
+
+def _newton_step(hess: np.ndarray, grad: np.ndarray) -> np.ndarray:
+    """``−H⁻¹ g``; a gradient step scaled by the curvature when H is not positive definite."""
+    try:
+        np.linalg.cholesky(hess)
+        return -np.linalg.solve(hess, grad)
+    except np.linalg.LinAlgError:
+        return -grad / np.maximum(np.abs(np.diag(hess)), 1e-300)
 
 
 def _background_only_cash(ap: Aperture, psf: Psf, roll_deg: float, ln_b: float) -> float:

@@ -100,6 +100,70 @@ def test_the_arms_orientation_matters() -> None:
     assert cash(params, ap, psf, 30.0) == pytest.approx(cash(params, ap, psf, 120.0))
 
 
+def test_profiled_counts_are_the_four_parameter_optimum() -> None:
+    """At a fixed position, the Newton-profiled N and b minimise the full Cash statistic."""
+    from scipy.optimize import minimize
+
+    from bricks.detect_fit import _best_counts, _psf_at
+
+    scene = Scene(sources=(TRUTH,), roll=30.0, seed=8, background_counts=50)
+    cols = draw_events(scene)
+    from bricks.wcs import sky_pixels
+
+    tx, ty = sky_pixels(np.array([TRUTH.ra]), np.array([TRUTH.dec]), 150.0, 20.0)
+    ap = make_aperture(
+        cols["X"], cols["Y"], (tx[0], ty[0]), 10.0, 13.45 / 60, np.ones((512, 512)), 0.5
+    )
+    psf = Psf.model()
+    values = _psf_at(ap, psf, 30.0, 0.1, -0.1)
+    reference = minimize(
+        lambda p: cash(np.array([0.1, -0.1, p[0], p[1]]), ap, psf, 30.0),
+        np.log([50.0, 1.0]),
+        method="Nelder-Mead",
+        options={"xatol": 1e-8, "fatol": 1e-10, "maxiter": 4000},
+    )
+    # this scene's background is pinned at zero: N must still converge from any start
+    for start in [(50.0, 1.0), (2000.0, 0.01), (1900.0, 1e-5)]:
+        n, b = _best_counts(ap, values, *start)
+        assert n == pytest.approx(np.exp(reference.x[0]), rel=1e-3)
+        assert cash(np.array([0.1, -0.1, np.log(n), np.log(b)]), ap, psf, 30.0) <= (
+            reference.fun + 1e-6
+        )
+
+
+def test_matched_filter_equals_direct_correlation() -> None:
+    """The trimmed FFT grid (L ≥ n + k//2) keeps every sample of the direct correlation."""
+    from scipy.signal import correlate
+
+    from bricks.detect_search import kernel_autocorrelation, matched_filter
+
+    rng = np.random.default_rng(5)
+    image = rng.poisson(0.3, (40, 37)).astype(float)
+    footprint = rng.random((40, 37)) > 0.1
+    kernel = rng.random((31, 25))
+    mf = matched_filter(image, footprint, kernel)
+    assert mf.filtered == pytest.approx(correlate(image, kernel, mode="same"), abs=1e-9)
+    assert mf.k2_sum == pytest.approx(correlate(footprint * 1.0, kernel**2, mode="same"), abs=1e-9)
+    assert mf.autocorrelation == pytest.approx(kernel_autocorrelation(kernel), abs=1e-9)
+    assert mf.autocorrelation == pytest.approx(correlate(kernel, kernel, mode="full"), abs=1e-9)
+
+
+@pytest.mark.parametrize(("blocks", "block_pix"), [(32, 16), (1, 4), (2, 7), (29, 14)])
+def test_background_interpolation_is_bilinear_zoom(blocks: int, block_pix: int) -> None:
+    """The block-to-pixel matrices reproduce bilinear zoom between block centres."""
+    from scipy import ndimage
+
+    from bricks.detect_search import _block_interpolation
+
+    local = np.random.default_rng(blocks).random((blocks, blocks + 1))
+    zoomed = ndimage.zoom(local, block_pix, order=1, mode="nearest", grid_mode=True)
+    rows, cols = (
+        _block_interpolation(blocks, block_pix),
+        _block_interpolation(blocks + 1, block_pix),
+    )
+    assert rows @ local @ cols.T == pytest.approx(zoomed, abs=1e-12)
+
+
 def test_radius90_of_a_bivariate_normal() -> None:
     sigma = 0.2
     r = circular_radius90(np.eye(2) * sigma**2)
