@@ -8,6 +8,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import psutil
@@ -38,7 +39,9 @@ def _processes_of(data_dir: Path) -> list[str]:
 def test_demo_no_keep_finds_the_burst_and_stops_its_stack(tmp_path: Path) -> None:
     data_dir = (tmp_path / "demo-data").resolve()
     env = {k: v for k, v in os.environ.items() if not k.startswith("MXT_")}
-    mxt = shutil.which("mxt")
+    # the console script installed beside this interpreter (the venv need not be on PATH)
+    beside = Path(sys.executable).parent / "mxt"
+    mxt = str(beside) if beside.exists() else shutil.which("mxt")
     assert mxt, "the mxt console script is not installed in this environment"
     command = [mxt, "demo", "--no-keep", "--port", str(free_port())]
     command += ["--data-dir", str(data_dir), "--seed", "7"]
