@@ -12,7 +12,7 @@ removed from the filtered image before the next is sought (:func:`_clean_peaks`)
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from scipy import fft as sfft
@@ -59,6 +59,41 @@ def counts_image(x: np.ndarray, y: np.ndarray, npix: int) -> np.ndarray:
     ok = (ix >= 0) & (ix < npix) & (iy >= 0) & (iy < npix)
     flat = np.bincount(iy[ok] * npix + ix[ok], minlength=npix * npix)
     return flat.reshape(npix, npix).astype(np.int32)
+
+
+def bin_image(array: np.ndarray, factor: int) -> np.ndarray:
+    """Sums over ``factor × factor`` blocks of ``array`` (zero-padded to a multiple).
+
+    Parameters
+    ----------
+    array
+        Image ``[y, x]`` (counts, or a 0/1 footprint).
+    factor
+        Side of a block, pixels; 1 returns ``array`` itself.
+    """
+    if factor == 1:
+        return array
+    ny, nx = array.shape
+    by, bx = -(-ny // factor), -(-nx // factor)
+    padded = np.pad(array, ((0, by * factor - ny), (0, bx * factor - nx)))
+    return padded.reshape(by, factor, bx, factor).sum(axis=(1, 3))
+
+
+def unbinned(candidate: Candidate, factor: int) -> Candidate:
+    """A candidate found on a grid binned by ``factor``, in the unbinned grid's pixels.
+
+    Binned pixel ``j`` (FITS 1-based) covers unbinned pixels ``factor (j − 1) + 1`` to
+    ``factor j``: its centre is ``factor (j − 1) + (factor + 1) / 2``. The background is
+    per unbinned pixel.
+    """
+    if factor == 1:
+        return candidate
+    return replace(
+        candidate,
+        x=factor * (candidate.x - 1.0) + 0.5 * (factor + 1),
+        y=factor * (candidate.y - 1.0) + 0.5 * (factor + 1),
+        background=candidate.background / factor**2,
+    )
 
 
 def psf_kernel(psf: Psf, roll_deg: float, pixel_arcmin: float, radius_arcmin: float) -> np.ndarray:
@@ -111,7 +146,8 @@ def matched_filter(image: np.ndarray, footprint: np.ndarray, kernel: np.ndarray)
     image
         Counts image ``[y, x]``.
     footprint
-        Boolean map of the sky pixels the detector saw.
+        Boolean map of the sky pixels the detector saw, or the fraction of each pixel
+        it saw.
     kernel
         :func:`psf_kernel` (odd sides).
     """
@@ -201,19 +237,23 @@ def local_background(
     block is usable. The background of a block is the clipped mean of the rates in the
     ``window × window`` blocks about it (sources clip high); blocks without enough
     neighbours take the footprint-wide clipped mean; pixels interpolate between blocks.
+    ``footprint`` is boolean, or the fraction of each (binned) pixel the detector saw;
+    the result is the rate of a fully seen pixel, zero where nothing was seen.
     """
-    usable = footprint & ~mask
+    seen_fraction = np.asarray(footprint, dtype=float)
+    seen = seen_fraction > 0
+    usable = np.where(mask, 0.0, seen_fraction)
     ny, nx = image.shape
     by, bx = -(-ny // block_pix), -(-nx // block_pix)
     pad = ((0, by * block_pix - ny), (0, bx * block_pix - nx))
-    counts = np.pad(np.where(usable, image, 0), pad).reshape(by, block_pix, bx, block_pix)
+    counts = np.pad(np.where(usable > 0, image, 0), pad).reshape(by, block_pix, bx, block_pix)
     area = np.pad(usable, pad).reshape(by, block_pix, bx, block_pix).sum(axis=(1, 3))
     counts = counts.sum(axis=(1, 3))
     rates = np.where(area >= 0.5 * block_pix**2, counts / np.maximum(area, 1), np.nan)
     block_area = float(block_pix**2)
     overall = float(_clipped_mean(rates.ravel(), block_area))
     if not np.isfinite(overall):
-        overall = float(image[footprint].sum()) / max(int(footprint.sum()), 1)
+        overall = float(image[seen].sum()) / max(float(seen_fraction.sum()), 1.0)
     half = window // 2
     padded = np.pad(rates, half, constant_values=np.nan)
     windows = np.lib.stride_tricks.sliding_window_view(padded, (window, window))
@@ -222,7 +262,7 @@ def local_background(
     # Bilinear between block centres: steps at block edges would make false peaks.
     per_pixel = _block_interpolation(by, block_pix) @ local @ _block_interpolation(bx, block_pix).T
     per_pixel = per_pixel[:ny, :nx]
-    return np.where(footprint, per_pixel, 0.0)
+    return np.where(seen, per_pixel, 0.0)
 
 
 def _block_interpolation(n_blocks: int, block_pix: int) -> np.ndarray:
@@ -264,7 +304,9 @@ def find_sources(
     image
         Counts image ``[y, x]``.
     footprint
-        Boolean map of the sky pixels the detector saw.
+        Boolean map of the sky pixels the detector saw, or the fraction of each pixel
+        it saw (a binned grid, :func:`bin_image`): the background of a pixel is
+        proportional to it.
     kernel
         :func:`psf_kernel`.
     threshold_sigma
@@ -284,18 +326,19 @@ def find_sources(
     list of Candidate
         Most significant first; empty when nothing passes.
     """
-    if image.sum() == 0 or not np.any(footprint):
+    seen_fraction = np.asarray(footprint, dtype=float)
+    if image.sum() == 0 or not np.any(seen_fraction > 0):
         return []
-    mf = matched_filter(image, footprint, kernel)
+    mf = matched_filter(image, seen_fraction, kernel)
     k_sum, k2_sum, filtered, auto = mf.k_sum, mf.k2_sum, mf.filtered, mf.autocorrelation
     # One count spread over the footprint: keeps the variance positive without background.
-    floor = 1.0 / float(footprint.sum())
-    mask = np.zeros_like(footprint)
-    valid = footprint & (k2_sum > 0)
+    floor = 1.0 / float(seen_fraction.sum())
+    mask = np.zeros(image.shape, dtype=bool)
+    valid = (seen_fraction > 0) & (k2_sum > 0)
     peaks: list[Candidate] = []
     for _ in range(3):
         background = np.maximum(
-            local_background(image, footprint, mask, background_block_pix, background_window),
+            local_background(image, seen_fraction, mask, background_block_pix, background_window),
             floor,
         )
         excess = filtered - background * k_sum
@@ -361,10 +404,11 @@ def _clean_peaks(
         if significance[y, x] < threshold:
             break
         counts = float(residual[y, x] / k2_sum[y, x])
+        dy, dx = _peak_offset(significance, int(y), int(x))
         found.append(
             Candidate(
-                x=float(x + 1),
-                y=float(y + 1),
+                x=float(x + 1 + dx),
+                y=float(y + 1 + dy),
                 counts=counts,
                 significance=float(significance[y, x]),
                 background=float(background[y, x]),
@@ -373,6 +417,27 @@ def _clean_peaks(
         _subtract_source(residual, counts, autocorrelation, int(y), int(x))
         _subtract_source(subtracted, -counts, autocorrelation, int(y), int(x))
     return found
+
+
+def _peak_offset(values: np.ndarray, y: int, x: int) -> tuple[float, float]:
+    """Sub-pixel offset ``(dy, dx)`` of the maximum of ``values`` at pixel ``(y, x)``.
+
+    Along each axis, the vertex of the parabola through the pixel and its two
+    neighbours, within ±0.5 pixel; 0 at the border or beside an invalid pixel.
+    """
+    offsets = []
+    for axis, (i, n) in enumerate(((y, values.shape[0]), (x, values.shape[1]))):
+        if i == 0 or i == n - 1:
+            offsets.append(0.0)
+            continue
+        lower = values[i - 1, x] if axis == 0 else values[y, i - 1]
+        upper = values[i + 1, x] if axis == 0 else values[y, i + 1]
+        curvature = lower - 2.0 * values[y, x] + upper
+        if not (np.isfinite(lower) and np.isfinite(upper)) or curvature >= 0:
+            offsets.append(0.0)
+            continue
+        offsets.append(float(np.clip(0.5 * (lower - upper) / curvature, -0.5, 0.5)))
+    return offsets[0], offsets[1]
 
 
 def _disc_mask(shape: tuple[int, ...], peaks: list[Candidate], radius: float) -> np.ndarray:
