@@ -28,7 +28,7 @@ from bricks.detect_frame import (
 )
 from bricks.errors import BadInput
 from bricks.products import EXPMAP, L2_EVENTS
-from bricks.wcs import SKY_NPIX, sky_to_detector_offsets
+from bricks.wcs import SKY_NPIX, detector_to_sky_offsets
 
 VERSION = "1.0.0"
 
@@ -111,20 +111,39 @@ def exposure_on_sky(
     """
     expmap = np.zeros((npix, npix))
     ny, nx = weight.shape
-    half = 0.5 * np.hypot(nx, ny) + 2.0
+    # A zero border: detector pixels clipped to -1 or n fall on it, so a flat ``take``
+    # replaces the inside test, the clipped 2-D gather and the ``where``.
+    bordered = np.zeros((ny + 2, nx + 2))
+    bordered[1:-1, 1:-1] = weight
+    flat = bordered.ravel()
+    corners_x = np.array([-0.5, nx - 0.5, -0.5, nx - 0.5]) - geometry.axis_x
+    corners_y = np.array([-0.5, -0.5, ny - 0.5, ny - 0.5]) - geometry.axis_y
     for p in pointings:
-        # Only the sky pixels within the detector's circumscribed circle can see it.
-        x0, x1 = max(int(p.x - half), 1), min(int(p.x + half) + 1, npix)
-        y0, y1 = max(int(p.y - half), 1), min(int(p.y + half) + 1, npix)
+        # Only the sky pixels within the turned detector's bounding box can see it.
+        cx, cy = detector_to_sky_offsets(corners_x, corners_y, p.roll_deg)
+        x0, x1 = max(int(p.x + cx.min()) - 2, 1), min(int(p.x + cx.max()) + 3, npix)
+        y0, y1 = max(int(p.y + cy.min()) - 2, 1), min(int(p.y + cy.max()) + 3, npix)
         if x0 > x1 or y0 > y1:
             continue
         xs = np.arange(x0, x1 + 1, dtype=float)
         ys = np.arange(y0, y1 + 1, dtype=float)
-        dx, dy = sky_to_detector_offsets(xs[None, :] - p.x, ys[:, None] - p.y, p.roll_deg)
-        rawx = np.floor(geometry.axis_x + dx + 0.5).astype(np.int64)
-        rawy = np.floor(geometry.axis_y + dy + 0.5).astype(np.int64)
-        inside = (rawx >= 0) & (rawx < nx) & (rawy >= 0) & (rawy < ny)
-        seen = np.where(inside, weight[np.clip(rawy, 0, ny - 1), np.clip(rawx, 0, nx - 1)], 0.0)
+        # the arithmetic of sky_to_detector_offsets, then floor(axis + d + 0.5), in place
+        dx_sky, dy_sky = xs[None, :] - p.x, ys[:, None] - p.y
+        c, s = np.cos(np.radians(p.roll_deg)), np.sin(np.radians(p.roll_deg))
+        rawx = np.add(dx_sky * c, dy_sky * s)
+        rawx += geometry.axis_x
+        rawx += 0.5
+        np.floor(rawx, out=rawx)
+        np.clip(rawx, -1.0, nx, out=rawx)
+        rawy = np.add(-dx_sky * s, dy_sky * c)
+        rawy += geometry.axis_y
+        rawy += 0.5
+        np.floor(rawy, out=rawy)
+        np.clip(rawy, -1.0, ny, out=rawy)
+        rawy *= nx + 2
+        rawy += rawx
+        rawy += nx + 3  # (rawy + 1) (nx + 2) + rawx + 1: exact in float64
+        seen = np.take(flat, rawy.astype(np.intp))
         expmap[y0 - 1 : y1, x0 - 1 : x1] += p.seconds * seen
     return expmap.astype(np.float32)
 
