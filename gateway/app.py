@@ -21,6 +21,7 @@ from urllib.parse import parse_qs
 import orjson
 
 from bricks.errors import BadInput
+from gateway import heap
 from gateway.api import create_api, json_object
 from gateway.platform import Platform
 from gateway.proxy import (
@@ -214,6 +215,7 @@ class GatewayApp:
                 try:
                     await self.platform.start()
                     self.load_mounts()
+                    heap.settle()
                 except Exception as exc:  # noqa: BLE001 - reported to uvicorn, which exits
                     log.exception("gateway failed to start")
                     await send({"type": "lifespan.startup.failed", "message": str(exc)})

@@ -8,5 +8,5 @@ from storage.db import transaction
 
 def handle(request: CaldbListRequest) -> CaldbPage:
     """One page of index rows in ingest order."""
-    with transaction() as session:
+    with transaction(read_only=True) as session:
         return list_page(session, request)

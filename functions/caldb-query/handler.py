@@ -8,5 +8,5 @@ from storage.db import transaction
 
 def handle(request: CaldbQuery) -> CaldbAnswer:
     """quzcif's selection; 404 when no file matches."""
-    with transaction() as session:
+    with transaction(read_only=True) as session:
         return answer_query(session, request)

@@ -16,5 +16,5 @@ class ConfigQuery(StrictModel):
 
 def handle(request: ConfigQuery) -> ConfigRecord:
     """The configuration; 404 if the version (or any active one) does not exist."""
-    with transaction() as session:
+    with transaction(read_only=True) as session:
         return get_config(session, request.programme, request.version)

@@ -30,7 +30,7 @@ class ConfigList(BaseModel):
 
 def handle(request: ConfigListQuery) -> ConfigList:
     """All versions (of one programme, with its history)."""
-    with transaction() as session:
+    with transaction(read_only=True) as session:
         configs = list_configs(session, request.programme)
         history = activation_history(session, request.programme) if request.programme else []
     return ConfigList(configs=configs, activations=history)

@@ -15,5 +15,5 @@ class ObservationQuery(StrictModel):
 
 def handle(request: ObservationQuery) -> ObservationRecord:
     """The observation; 404 if unknown."""
-    with transaction() as session:
+    with transaction(read_only=True) as session:
         return get_observation(session, request.obs_id)

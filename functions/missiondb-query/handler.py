@@ -8,5 +8,5 @@ from storage.missiondb import QueryPage, QueryRequest, query
 
 def handle(request: QueryRequest) -> QueryPage:
     """One page; filters may be given in ``filters`` or beside the other fields."""
-    with transaction() as session:
+    with transaction(read_only=True) as session:
         return query(session, request)

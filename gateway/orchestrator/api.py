@@ -158,7 +158,7 @@ class LogQuery(BaseModel):
 
 def _log_page(request: LogQuery, after: int | None) -> dict[str, Any]:
     from storage import missiondb
-    from storage.db.engine import get_engine, transaction
+    from storage.db.engine import transaction
 
     filters: dict[str, Any] = {"run_id": request.run_id}
     if request.task:
@@ -168,7 +168,7 @@ def _log_page(request: LogQuery, after: int | None) -> dict[str, Any]:
     if request.level:
         filters["level"] = request.level
     query = missiondb.QueryRequest(entity="logs", filters=filters, limit=request.limit, after=after)
-    with transaction(get_engine()) as db:
+    with transaction(read_only=True) as db:
         return missiondb.query(db, query).model_dump(mode="json")
 
 

@@ -39,24 +39,29 @@ class RunContext:
 def load_context(run_id: str) -> RunContext:
     """The run with its raw file, its tasks by brick, products and CALDB files, in one read."""
     with st.session() as db:
-        found = db.execute(
-            sa.select(st.Run, st.Observation.raw_bucket, st.Observation.raw_key)
-            .outerjoin(st.Observation, st.Observation.obs_id == st.Run.obs_id)
-            .where(st.Run.run_id == run_id)
-        ).one_or_none()
-        if found is None:
-            raise NotFound(f"run {run_id} not found", run_id=run_id)
-        run, raw_bucket, raw_key = found
-        if raw_key is None:
-            raise NotFound(f"run {run_id} has no observation")
-        caldb = db.scalars(sa.select(st.RunCaldbFile).where(st.RunCaldbFile.run_id == run_id))
-        return RunContext(
-            run=missiondb.RunRecord.model_validate(run),
-            tasks={t.brick: t for t in missiondb.run_tasks(db, run_id)},
-            outputs=outputs_of(db, run_id),
-            caldb={f.codename: f"{f.bucket}/{f.key}" for f in caldb},
-            raw=f"{raw_bucket}/{raw_key}",
-        )
+        return read_context(db, run_id)
+
+
+def read_context(db: Session, run_id: str) -> RunContext:
+    """:func:`load_context` in the caller's session (and transaction)."""
+    found = db.execute(
+        sa.select(st.Run, st.Observation.raw_bucket, st.Observation.raw_key)
+        .outerjoin(st.Observation, st.Observation.obs_id == st.Run.obs_id)
+        .where(st.Run.run_id == run_id)
+    ).one_or_none()
+    if found is None:
+        raise NotFound(f"run {run_id} not found", run_id=run_id)
+    run, raw_bucket, raw_key = found
+    if raw_key is None:
+        raise NotFound(f"run {run_id} has no observation")
+    caldb = db.scalars(sa.select(st.RunCaldbFile).where(st.RunCaldbFile.run_id == run_id))
+    return RunContext(
+        run=missiondb.RunRecord.model_validate(run),
+        tasks={t.brick: t for t in missiondb.run_tasks(db, run_id)},
+        outputs=outputs_of(db, run_id),
+        caldb={f.codename: f"{f.bucket}/{f.key}" for f in caldb},
+        raw=f"{raw_bucket}/{raw_key}",
+    )
 
 
 def run_exists(run_id: str) -> bool:
@@ -119,32 +124,30 @@ def register_observation(db: Session, observation: RawObservation, programme: st
     )
 
 
-def claim(run_id: str, bricks: list[str]) -> list[str]:
-    """``pending → dispatched`` (attempt 1) of each brick, in one transaction of its own.
+def claim(db: Session, run_id: str, bricks: list[str]) -> list[str]:
+    """``pending → dispatched`` (attempt 1) of each brick, in the caller's transaction.
 
-    Each is still a compare-and-set of its own row, so of two orchestrators claiming
-    the same brick exactly one wins it; committing at once makes the claims visible to
-    every other orchestrator. Returns the bricks this caller won, in ``bricks`` order.
+    Each is a compare-and-set of its own row, so of two orchestrators claiming the same
+    brick exactly one wins it; the caller commits before dispatching, which makes the
+    claims visible to every other orchestrator. Returns the bricks this caller won, in
+    ``bricks`` order.
     """
-    if not bricks:
-        return []
-    won = []
+    won: list[str] = []
     now = datetime.now(UTC)
-    with transaction() as db:
-        for brick in bricks:
-            result = db.execute(
-                sa.update(st.Task)
-                .where(st.Task.task_id == st.task_id_of(run_id, brick), st.Task.state == "pending")
-                .values(
-                    state="dispatched",
-                    attempts=1,
-                    call_id=task_call_id(run_id, brick, 1),
-                    started_at=now,
-                )
-                .execution_options(synchronize_session=False)
+    for brick in bricks:
+        result = db.execute(
+            sa.update(st.Task)
+            .where(st.Task.task_id == st.task_id_of(run_id, brick), st.Task.state == "pending")
+            .values(
+                state="dispatched",
+                attempts=1,
+                call_id=task_call_id(run_id, brick, 1),
+                started_at=now,
             )
-            if result.rowcount == 1:
-                won.append(brick)
+            .execution_options(synchronize_session=False)
+        )
+        if result.rowcount == 1:
+            won.append(brick)
     return won
 
 

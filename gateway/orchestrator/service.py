@@ -315,23 +315,18 @@ class Orchestrator:
         that made the task ready comes back only when its handling failed.
         """
         while True:
-            context = records.load_context(run_id)
-            if context.run.state != "running":
-                return False
-            tasks = context.tasks
-            available = set(context.outputs) | {RAW_PRODUCT}
-            finished = {b for b, t in tasks.items() if t.state in ("succeeded", "skipped")}
-            ready = [
-                brick
-                for brick in dag.order
-                if tasks[brick].state in ("pending", "dispatched")
-                and set(dag.nodes[brick].needs) <= finished
-            ]
-            skipped = [b for b in ready if not set(dag.nodes[b].required) <= available]
+            # the run's state, what it made and the claims in one write transaction
+            with records.transaction() as db:
+                context = records.read_context(db, run_id)
+                if context.run.state != "running":
+                    return False
+                tasks = context.tasks
+                available = set(context.outputs) | {RAW_PRODUCT}
+                skipped, runnable = _ready_bricks(dag, tasks, available)
+                pending = [b for b in runnable if tasks[b].state == "pending"]
+                won = records.claim(db, run_id, pending)
             for brick in skipped:
                 await self._skip(run_id, tasks[brick], dag.nodes[brick].required, available)
-            runnable = [brick for brick in ready if brick not in skipped]
-            won = records.claim(run_id, [b for b in runnable if tasks[b].state == "pending"])
             claimed = [
                 brick
                 for brick in runnable
@@ -592,6 +587,26 @@ class Orchestrator:
                 obs_id=run.obs_id,
             )
         )
+
+
+def _ready_bricks(
+    dag: Dag, tasks: dict[str, Any], available: set[str]
+) -> tuple[list[str], list[str]]:
+    """Bricks whose needed bricks all ended well: those missing an input, and the others.
+
+    A brick is ready when it is pending or dispatched and every brick it needs
+    succeeded or was skipped; of those, the ones a required product is missing from
+    (an upstream brick found no work) are skipped, the others run.
+    """
+    finished = {b for b, t in tasks.items() if t.state in ("succeeded", "skipped")}
+    ready = [
+        brick
+        for brick in dag.order
+        if tasks[brick].state in ("pending", "dispatched")
+        and set(dag.nodes[brick].needs) <= finished
+    ]
+    skipped = [b for b in ready if not set(dag.nodes[b].required) <= available]
+    return skipped, [brick for brick in ready if brick not in skipped]
 
 
 def _response_body(completed: CallCompleted) -> dict[str, Any]:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from storage.db.engine import get_engine
+from storage.db.engine import get_engine, reader
 from storage.db.models import LogEntry, Observation, Product, Run, RunCaldbFile, Task
 
 TERMINAL_TASK_STATES = ("succeeded", "failed", "cancelled", "skipped")
@@ -28,8 +28,11 @@ def engine() -> sa.Engine:
 
 
 def session() -> Session:
-    """A new session on missiondb; the caller owns the transaction."""
-    return Session(engine(), expire_on_commit=False)
+    """A new read-only session on missiondb (``storage.db.engine.reader``).
+
+    Writes go through ``records.transaction`` or ``records.claim``.
+    """
+    return Session(reader(engine()), expire_on_commit=False)
 
 
 def task_id_of(run_id: str, brick: str) -> str:

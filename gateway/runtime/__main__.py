@@ -62,6 +62,10 @@ def main(argv: list[str] | None = None) -> int:
 
     import uvicorn
 
+    from gateway import heap
+
+    heap.settle()  # the handler is imported: its heap stays out of later collections
+
     uvicorn.run(
         app,
         host=arguments.host,

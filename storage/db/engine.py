@@ -21,13 +21,16 @@ from bricks.errors import BadInput, Conflict, Transient
 MIGRATIONS = Path(__file__).with_name("migrations")
 #: how long a SQLite writer waits for another, in milliseconds
 SQLITE_BUSY_MS = 30_000
+#: execution option of :func:`reader` engines (SQLite: deferred ``BEGIN``)
+READ_ONLY_OPTION = "mxt_read_only"
 
 
 def make_engine(url: str, **kwargs: Any) -> sa.Engine:
     """An engine for ``url``; SQLite in WAL mode with foreign keys enforced.
 
     SQLite transactions start with ``BEGIN IMMEDIATE``, so two writers queue on the
-    busy timeout instead of failing when one upgrades its read lock.
+    busy timeout instead of failing when one upgrades its read lock; those of a
+    :func:`reader` start with a plain ``BEGIN`` and never wait for a writer (WAL).
     """
     parsed = sa.engine.make_url(url)
     if parsed.get_backend_name() != "sqlite":
@@ -50,9 +53,21 @@ def make_engine(url: str, **kwargs: Any) -> sa.Engine:
 
     @event.listens_for(engine, "begin")
     def _begin(conn: sa.Connection) -> None:
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        read_only = conn.get_execution_options().get(READ_ONLY_OPTION, False)
+        conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
     return engine
+
+
+def reader(engine: sa.Engine) -> sa.Engine:
+    """``engine`` for read-only sessions (same pool).
+
+    On SQLite their transactions take no write lock: a query of the runs page or of a
+    run's context never queues behind (nor holds up) the orchestrator's and the log
+    sink's writes. A session on it must not write: SQLite refuses to upgrade a
+    snapshot another writer has moved past. Other databases are unaffected.
+    """
+    return engine.execution_options(**{READ_ONLY_OPTION: True})
 
 
 @lru_cache(maxsize=8)
@@ -80,8 +95,10 @@ def _sessionmaker(engine: sa.Engine) -> sessionmaker[Session]:
 
 
 @contextmanager
-def transaction(engine: sa.Engine | None = None) -> Iterator[Session]:
+def transaction(engine: sa.Engine | None = None, read_only: bool = False) -> Iterator[Session]:
     """A session in one transaction: committed on success, rolled back on error.
+
+    ``read_only`` sessions (queries) run on the :func:`reader` of the engine.
 
     Raises
     ------
@@ -92,7 +109,8 @@ def transaction(engine: sa.Engine | None = None) -> Iterator[Session]:
     BadInput
         A value the column cannot hold (out of range, too long).
     """
-    session = _sessionmaker(engine or get_engine())()
+    engine = engine or get_engine()
+    session = _sessionmaker(reader(engine) if read_only else engine)()
     try:
         yield session
         session.commit()
