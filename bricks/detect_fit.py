@@ -445,7 +445,8 @@ def _newton_minimise(
     Returns
     -------
     position, converged
-        Converged once a step is shorter than :data:`_POSITION_TOLERANCE`.
+        Converged once the Newton step from the position is shorter than
+        :data:`_POSITION_TOLERANCE`.
     """
     x = np.asarray(start, dtype=float).copy()
     f0 = f(x)
@@ -459,6 +460,10 @@ def _newton_minimise(
         huv = (fpp + fmm - fpu - fmu - fpv - fmv + 2.0 * f0) / (2.0 * step**2)
         delta = _newton_step(np.array([[huu, huv], [huv, hvv]]), grad)
         length = float(np.hypot(*delta))
+        if length < _POSITION_TOLERANCE:
+            # converged: stay on the stencil's centre, whose neighbours the covariance's
+            # finite differences (same step) then find evaluated already
+            return x, True
         if length > trust:
             delta *= trust / length
         for _ in range(30):
@@ -469,10 +474,7 @@ def _newton_minimise(
             delta *= 0.5
         else:
             return x, False
-        moved = float(np.hypot(*delta))
         x, f0 = trial, f_trial
-        if moved < _POSITION_TOLERANCE:
-            return x, True
     return x, False
 
 

@@ -168,7 +168,7 @@ def observation_pointings(
             np.round(roll / roll_step_deg),
         ]
     ).astype(np.int64)
-    _, group = np.unique(keys, axis=0, return_inverse=True)
+    _, group = np.unique(_lexicographic_codes(keys), return_inverse=True)
     group = group.ravel()
     total = np.bincount(group, weights=w)
     mean_x = np.bincount(group, weights=w * xy[:, 0]) / total
@@ -178,6 +178,19 @@ def observation_pointings(
         Pointing(float(a), float(b), float(r), float(t))
         for a, b, r, t in zip(mean_x, mean_y, mean_roll, total, strict=True)
     ]
+
+
+def _lexicographic_codes(keys: np.ndarray) -> np.ndarray:
+    """One integer per row of ``keys`` (n, k), ordered as the rows lexicographically.
+
+    ``np.unique(codes)`` groups and orders the rows as ``np.unique(keys, axis=0)`` does,
+    without its sort of a structured view (a millisecond for 2,000 attitude rows).
+    """
+    codes = np.zeros(len(keys), dtype=np.int64)
+    for column in keys.T:
+        span = int(column.max() - column.min()) + 1 if len(column) else 1
+        codes = codes * span + (column - column.min() if len(column) else column)
+    return codes
 
 
 def _unwrap_about(angle_deg: np.ndarray, centre_deg: float) -> np.ndarray:
