@@ -291,12 +291,18 @@ def _best_counts(ap: Aperture, psf_values: _PsfValues, n: float, b: float) -> tu
 
 
 def _newton_step(hess: np.ndarray, grad: np.ndarray) -> np.ndarray:
-    """``−H⁻¹ g``; a gradient step scaled by the curvature when H is not positive definite."""
-    try:
-        np.linalg.cholesky(hess)
-        return -np.linalg.solve(hess, grad)
-    except np.linalg.LinAlgError:
-        return -grad / np.maximum(np.abs(np.diag(hess)), 1e-300)
+    """``−H⁻¹ g`` of a symmetric 2 × 2 ``H``; a gradient step scaled by the curvature when
+    H is not positive definite (Sylvester: ``H₀₀ > 0`` and ``det H > 0``).
+
+    Closed form: ``np.linalg``'s Cholesky and solve cost ~20 µs each at this size, and
+    the fit takes ~200 such steps.
+    """
+    a, b, d = float(hess[0, 0]), float(hess[0, 1]), float(hess[1, 1])
+    det = a * d - b * b
+    if a > 0 and det > 0 and np.isfinite(det):
+        g0, g1 = float(grad[0]), float(grad[1])
+        return np.array([b * g1 - d * g0, b * g0 - a * g1]) / det
+    return -grad / np.maximum(np.abs(np.diag(hess)), 1e-300)
 
 
 def _background_only_cash(ap: Aperture, psf: Psf, roll_deg: float, ln_b: float) -> float:
