@@ -27,7 +27,7 @@ from pydantic import Field
 
 from bricks.base import Brick, BrickConfig
 from bricks.calibration import Psf
-from bricks.detect_fit import PositionFit, fit_position, make_aperture
+from bricks.detect_fit import PositionFit, RelativeExposure, fit_position, make_aperture
 from bricks.detect_frame import (
     events_hdu,
     image_wcs_header,
@@ -44,10 +44,10 @@ from bricks.detect_search import (
     unbinned,
 )
 from bricks.errors import BadInput
-from bricks.exposure import ExposureConfig, exposure_map
+from bricks.exposure import ExposureConfig, ObservationExposure, observation_exposure
 from bricks.products import IMAGE, L2_EVENTS, POSITION, REGION, SOURCES
 from bricks.timeutil import iso_from_mission
-from bricks.wcs import event_wcs_keywords
+from bricks.wcs import SKY_NPIX, event_wcs_keywords
 
 VERSION = "1.0.0"
 METHOD = "psf_ml_cash"
@@ -287,9 +287,45 @@ def _sources_hdulist(
     return fits.HDUList([fits.PrimaryHDU(header=srclist), table])
 
 
+def search_footprint(exposure: ObservationExposure, factor: int) -> np.ndarray:
+    """Fraction of each pixel of the search grid (``factor`` sky pixels a side) seen.
+
+    From the exposure at every ``factor // 2``-th sky pixel for an even ``factor`` (2 × 2
+    samples per search pixel, a quarter of the full map's cost), at every pixel
+    otherwise.
+    """
+    stride = factor // 2 if factor % 2 == 0 else 1
+    seen = exposure.map(stride) > 0
+    per_side = factor // stride
+    return bin_image(seen.astype(float), per_side) / per_side**2
+
+
+def relative_exposure_at(
+    exposure: ObservationExposure,
+) -> RelativeExposure:
+    """Exposure at sky positions (nearest pixel, 0 off the grid) over the on-axis exposure.
+
+    The exposure of the pixel holding each position (:meth:`ObservationExposure.at`, the
+    map's value) divided by that of a pixel seen on the best detector pixel throughout:
+    counts and background come out as on-axis equivalents.
+    """
+    on_axis = exposure.on_axis_seconds
+
+    def relative(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+        ix = np.floor(np.asarray(x, dtype=float) - 0.5).astype(np.int64)
+        iy = np.floor(np.asarray(y, dtype=float) - 0.5).astype(np.int64)
+        ok = (ix >= 0) & (ix < SKY_NPIX) & (iy >= 0) & (iy < SKY_NPIX)
+        if on_axis <= 0:
+            return np.zeros(ix.shape)
+        seconds = exposure.at(np.clip(ix, 0, SKY_NPIX - 1) + 1, np.clip(iy, 0, SKY_NPIX - 1) + 1)
+        return np.where(ok, seconds / on_axis, 0.0)
+
+    return relative
+
+
 def search_sources(
     image: np.ndarray,
-    footprint: np.ndarray,
+    seen_fraction: np.ndarray,
     psf: Psf,
     roll: float,
     pixel_arcmin: float,
@@ -301,8 +337,8 @@ def search_sources(
     ----------
     image
         Counts per sky pixel, ``[y, x]``.
-    footprint
-        Boolean map of the sky pixels the detector saw.
+    seen_fraction
+        Fraction of each binned pixel the detector saw (:func:`search_footprint`).
     psf, roll
         PSF calibration and roll (degrees) turning its arms onto the sky.
     pixel_arcmin
@@ -319,7 +355,7 @@ def search_sources(
     search_pix = pixel_arcmin * factor
     found = find_sources(
         bin_image(image, factor),
-        bin_image(footprint.astype(float), factor) / factor**2,
+        seen_fraction,
         psf_kernel(psf, roll, search_pix, config.kernel_radius_arcmin),
         config.threshold_sigma,
         max(int(round(config.background_block_arcmin / search_pix)), 2),
@@ -336,7 +372,7 @@ def localise_source(
     y: np.ndarray,
     chosen: Candidate,
     sources: list[Candidate],
-    expmap: np.ndarray,
+    relative_exposure: np.ndarray | RelativeExposure,
     psf: Psf,
     roll: float,
     pixel_arcmin: float,
@@ -347,9 +383,9 @@ def localise_source(
     The aperture is centred on the search's peak; when the fit lands more than
     ``RECENTRE_ARCMIN`` from it, the aperture is centred again on the fit and the fit
     repeated from there, so that the position does not depend on where the search grid
-    put the peak.
+    put the peak. ``relative_exposure`` is the exposure over the on-axis exposure: a map
+    ``[y, x]`` or a function of sky X/Y (:func:`relative_exposure_at`).
     """
-    relative = expmap / float(np.max(expmap))
     others = [(s.x, s.y, s.counts) for s in sources if s is not chosen]
     centre, counts, fit = (chosen.x, chosen.y), chosen.counts, None
     for _ in range(1 + RECENTRE_PASSES):
@@ -359,7 +395,7 @@ def localise_source(
             centre,
             config.fit_radius_arcmin,
             pixel_arcmin,
-            relative,
+            relative_exposure,
             config.fit_grid_arcmin,
             others,
             psf,
@@ -394,19 +430,22 @@ def detect_sources(
     psf = _calibration(calibration, "PSF")
     geometry = _calibration(calibration, "TELDEF")
     pixel_arcmin = geometry.plate_scale_arcsec / 60.0
-    expmap, wcs, pointings = exposure_map(l2_events, calibration, ExposureConfig())
+    exposure = observation_exposure(l2_events, calibration, ExposureConfig())
+    wcs, pointings = exposure.wcs, exposure.pointings
     roll = mean_roll_deg(pointings, header)
     exposure_s = float(sum(p.seconds for p in pointings))
     summary = _observation_summary(header, roll, exposure_s)
     x, y = _event_positions(events)
-    image = counts_image(x, y, expmap.shape[0])
+    image = counts_image(x, y, SKY_NPIX)
     sources: list[Candidate] = []
     if len(x) and exposure_s > 0:
-        sources = search_sources(image, expmap > 0, psf, roll, pixel_arcmin, config)
+        footprint = search_footprint(exposure, config.search_binning)
+        sources = search_sources(image, footprint, psf, roll, pixel_arcmin, config)
     position = _no_detection(_why_nothing(len(x), exposure_s), len(sources), summary)
     if sources:
         chosen = _select(sources, wcs, header, config)
-        fit = localise_source(x, y, chosen, sources, expmap, psf, roll, pixel_arcmin, config)
+        relative = relative_exposure_at(exposure)
+        fit = localise_source(x, y, chosen, sources, relative, psf, roll, pixel_arcmin, config)
         if fit is None:
             reason = "too few events about the source to fit a position"
             position = _no_detection(reason, len(sources), summary)

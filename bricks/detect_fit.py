@@ -23,6 +23,9 @@ from scipy.optimize import brentq, minimize
 from bricks.calibration import Psf
 from bricks.wcs import sky_to_detector_offsets
 
+RelativeExposure = Callable[[np.ndarray, np.ndarray], np.ndarray]
+"""Relative exposure (over the on-axis one) at sky X/Y pixels; 0 off the grid."""
+
 
 @dataclass(frozen=True)
 class PositionFit:
@@ -118,7 +121,7 @@ def make_aperture(
     centre: tuple[float, float],
     radius_arcmin: float,
     pixel_arcmin: float,
-    relative_exposure: np.ndarray,
+    relative_exposure: np.ndarray | RelativeExposure,
     grid_step_arcmin: float,
     others: Sequence[tuple[float, float, float]] = (),
     psf: Psf | None = None,
@@ -142,7 +145,8 @@ def make_aperture(
     pixel_arcmin
         Sky pixel side.
     relative_exposure
-        Exposure map divided by its on-axis value, ``[y, x]`` 0-based.
+        Exposure map divided by its on-axis value, ``[y, x]`` 0-based; or a function
+        of sky X/Y (pixels) giving it (0 off the grid).
     grid_step_arcmin
         Integration grid step.
     others
@@ -165,7 +169,11 @@ def make_aperture(
     gu, gv = np.meshgrid(g, g)
     in_disc = gu * gu + gv * gv <= radius_arcmin**2
     gu, gv = gu[in_disc], gv[in_disc]
-    grid_e = _exposure_at(relative_exposure, cx + gu / pixel_arcmin, cy + gv / pixel_arcmin)
+    sky_x, sky_y = cx + gu / pixel_arcmin, cy + gv / pixel_arcmin
+    if callable(relative_exposure):
+        grid_e = relative_exposure(sky_x, sky_y)
+    else:
+        grid_e = _exposure_at(relative_exposure, sky_x, sky_y)
     other_events, other_grid = np.zeros(u.size), np.zeros(gu.shape)
     for ox, oy, counts in others:
         du, dv = (ox - cx) * pixel_arcmin, (oy - cy) * pixel_arcmin

@@ -11,6 +11,8 @@ The map is in seconds.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 from astropy.io import fits
 from astropy.wcs import WCS
@@ -94,11 +96,53 @@ def _dilate_3x3(mask: np.ndarray) -> np.ndarray:
     return rows[:, :-2] | rows[:, 1:-1] | rows[:, 2:]
 
 
+def _bordered(weight: np.ndarray) -> np.ndarray:
+    """``weight`` with a zero border, flattened: detector pixels clipped to −1 or n fall
+    on the border, so a flat ``take`` replaces an inside test, a clipped gather, a ``where``."""
+    ny, nx = weight.shape
+    bordered = np.zeros((ny + 2, nx + 2))
+    bordered[1:-1, 1:-1] = weight
+    return bordered.ravel()
+
+
+def _seen(
+    p: Pointing,
+    flat: np.ndarray,
+    shape: tuple[int, int],
+    geometry: Geometry,
+    xs: np.ndarray,
+    ys: np.ndarray,
+) -> np.ndarray:
+    """Detector weight seen at pointing ``p`` by the sky pixels centred on ``(xs, ys)``.
+
+    ``xs``, ``ys`` broadcast together (a row and a column, or two equal shapes); the
+    arithmetic of ``sky_to_detector_offsets`` then ``floor(axis + d + 0.5)``, in place.
+    """
+    ny, nx = shape
+    dx_sky, dy_sky = xs - p.x, ys - p.y
+    c, s = np.cos(np.radians(p.roll_deg)), np.sin(np.radians(p.roll_deg))
+    rawx = np.add(dx_sky * c, dy_sky * s)
+    rawx += geometry.axis_x
+    rawx += 0.5
+    np.floor(rawx, out=rawx)
+    np.clip(rawx, -1.0, nx, out=rawx)
+    rawy = np.add(-dx_sky * s, dy_sky * c)
+    rawy += geometry.axis_y
+    rawy += 0.5
+    np.floor(rawy, out=rawy)
+    np.clip(rawy, -1.0, ny, out=rawy)
+    rawy *= nx + 2
+    rawy += rawx
+    rawy += nx + 3  # (rawy + 1) (nx + 2) + rawx + 1: exact in float64
+    return np.take(flat, rawy.astype(np.intp))
+
+
 def exposure_on_sky(
     pointings: list[Pointing],
     weight: np.ndarray,
     geometry: Geometry,
     npix: int = SKY_NPIX,
+    stride: int = 1,
 ) -> np.ndarray:
     """Sum over pointings of seconds × detector weight seen by each sky pixel.
 
@@ -112,19 +156,22 @@ def exposure_on_sky(
         Detector geometry (axis position in pixels).
     npix
         Side of the sky grid.
+    stride
+        Sample every ``stride``-th sky pixel along each axis, pixels
+        ``stride // 2 + 1 + k · stride`` (FITS 1-based): each sample is the full-resolution
+        map's value at that pixel. 1 (default): the map itself.
 
     Returns
     -------
     ndarray
-        ``(npix, npix)`` float32 exposure in seconds, indexed ``[y, x]`` (0-based).
+        ``(n, n)`` float32 exposure in seconds, indexed ``[y, x]`` (0-based), with
+        ``n = len(range(stride // 2 + 1, npix + 1, stride))`` (``npix`` for stride 1).
     """
-    expmap = np.zeros((npix, npix))
+    first = stride // 2 + 1
+    n = len(range(first, npix + 1, stride))
+    expmap = np.zeros((n, n))
     ny, nx = weight.shape
-    # A zero border: detector pixels clipped to -1 or n fall on it, so a flat ``take``
-    # replaces the inside test, the clipped 2-D gather and the ``where``.
-    bordered = np.zeros((ny + 2, nx + 2))
-    bordered[1:-1, 1:-1] = weight
-    flat = bordered.ravel()
+    flat = _bordered(weight)
     corners_x = np.array([-0.5, nx - 0.5, -0.5, nx - 0.5]) - geometry.axis_x
     corners_y = np.array([-0.5, -0.5, ny - 0.5, ny - 0.5]) - geometry.axis_y
     for p in pointings:
@@ -132,37 +179,83 @@ def exposure_on_sky(
         cx, cy = detector_to_sky_offsets(corners_x, corners_y, p.roll_deg)
         x0, x1 = max(int(p.x + cx.min()) - 2, 1), min(int(p.x + cx.max()) + 3, npix)
         y0, y1 = max(int(p.y + cy.min()) - 2, 1), min(int(p.y + cy.max()) + 3, npix)
-        if x0 > x1 or y0 > y1:
+        # the samples within the box
+        kx0, kx1 = max(-(-(x0 - first) // stride), 0), min((x1 - first) // stride, n - 1)
+        ky0, ky1 = max(-(-(y0 - first) // stride), 0), min((y1 - first) // stride, n - 1)
+        if kx0 > kx1 or ky0 > ky1:
             continue
-        xs = np.arange(x0, x1 + 1, dtype=float)
-        ys = np.arange(y0, y1 + 1, dtype=float)
-        # the arithmetic of sky_to_detector_offsets, then floor(axis + d + 0.5), in place
-        dx_sky, dy_sky = xs[None, :] - p.x, ys[:, None] - p.y
-        c, s = np.cos(np.radians(p.roll_deg)), np.sin(np.radians(p.roll_deg))
-        rawx = np.add(dx_sky * c, dy_sky * s)
-        rawx += geometry.axis_x
-        rawx += 0.5
-        np.floor(rawx, out=rawx)
-        np.clip(rawx, -1.0, nx, out=rawx)
-        rawy = np.add(-dx_sky * s, dy_sky * c)
-        rawy += geometry.axis_y
-        rawy += 0.5
-        np.floor(rawy, out=rawy)
-        np.clip(rawy, -1.0, ny, out=rawy)
-        rawy *= nx + 2
-        rawy += rawx
-        rawy += nx + 3  # (rawy + 1) (nx + 2) + rawx + 1: exact in float64
-        seen = np.take(flat, rawy.astype(np.intp))
-        expmap[y0 - 1 : y1, x0 - 1 : x1] += p.seconds * seen
+        xs = (first + stride * np.arange(kx0, kx1 + 1)).astype(float)
+        ys = (first + stride * np.arange(ky0, ky1 + 1)).astype(float)
+        seen = _seen(p, flat, (ny, nx), geometry, xs[None, :], ys[:, None])
+        expmap[ky0 : ky1 + 1, kx0 : kx1 + 1] += p.seconds * seen
     return expmap.astype(np.float32)
 
 
-def exposure_map(
+def exposure_at(
+    pointings: list[Pointing],
+    weight: np.ndarray,
+    geometry: Geometry,
+    x: np.ndarray,
+    y: np.ndarray,
+) -> np.ndarray:
+    """:func:`exposure_on_sky` at the sky pixels centred on ``(x, y)`` only.
+
+    Parameters
+    ----------
+    pointings, weight, geometry
+        As for :func:`exposure_on_sky`.
+    x, y
+        Pixel centres, integers (FITS 1-based), any shape.
+
+    Returns
+    -------
+    ndarray
+        Float32 seconds, the map's value at each pixel (the same sums in the same
+        order), whatever the grid size: a few thousand pixels cost a fraction of a map.
+    """
+    x = np.asarray(x, dtype=float)
+    y = np.asarray(y, dtype=float)
+    total = np.zeros(np.broadcast(x, y).shape)
+    flat = _bordered(weight)
+    for p in pointings:
+        total += p.seconds * _seen(p, flat, weight.shape, geometry, x, y)
+    return total.astype(np.float32)
+
+
+@dataclass(frozen=True)
+class ObservationExposure:
+    """What an exposure map is made of: pointings, detector weight, geometry, sky WCS.
+
+    Evaluates the map at full resolution (:meth:`map`), sampled (``stride``), or at a
+    few pixels (:meth:`at`), all with the same values.
+    """
+
+    pointings: list[Pointing]
+    weight: np.ndarray
+    geometry: Geometry
+    wcs: WCS
+
+    def map(self, stride: int = 1) -> np.ndarray:
+        """:func:`exposure_on_sky`, seconds."""
+        return exposure_on_sky(self.pointings, self.weight, self.geometry, stride=stride)
+
+    def at(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+        """:func:`exposure_at` at integer pixel centres (FITS 1-based), seconds."""
+        return exposure_at(self.pointings, self.weight, self.geometry, x, y)
+
+    @property
+    def on_axis_seconds(self) -> float:
+        """Seconds × the best detector weight: a sky pixel seen on axis throughout, s."""
+        best = float(self.weight.max()) if self.weight.size else 0.0
+        return float(sum(p.seconds for p in self.pointings)) * best
+
+
+def observation_exposure(
     l2_events: fits.HDUList,
     calibration: dict,
     config: ExposureConfig,
-) -> tuple[np.ndarray, WCS, list[Pointing]]:
-    """Exposure map of an L2 observation, its WCS and the pointings it sums.
+) -> ObservationExposure:
+    """The pointings, detector weight and WCS of an L2 observation's exposure map.
 
     Parameters
     ----------
@@ -185,7 +278,27 @@ def exposure_map(
     pointings = observation_pointings(
         l2_events, wcs, config.position_step_pix, config.roll_step_deg
     )
-    return exposure_on_sky(pointings, weight, geometry), wcs, pointings
+    return ObservationExposure(pointings, weight, geometry, wcs)
+
+
+def exposure_map(
+    l2_events: fits.HDUList,
+    calibration: dict,
+    config: ExposureConfig,
+) -> tuple[np.ndarray, WCS, list[Pointing]]:
+    """Exposure map of an L2 observation, its WCS and the pointings it sums.
+
+    Parameters
+    ----------
+    l2_events
+        L2 file (EVENTS, GTI, ATTITUDE).
+    calibration
+        ``BADPIX``, ``VIGNET`` and ``TELDEF`` calibrations.
+    config
+        Brick parameters.
+    """
+    exposure = observation_exposure(l2_events, calibration, config)
+    return exposure.map(), exposure.wcs, exposure.pointings
 
 
 def _calibration(calibration: dict, codename: str) -> object:

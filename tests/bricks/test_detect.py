@@ -273,20 +273,21 @@ def test_input_is_not_mutated() -> None:
 def test_binned_search_finds_what_the_unbinned_search_finds() -> None:
     """The search on 4×4-binned pixels (54″) finds the bright source where the unbinned
     one does, with the same significance and counts to a few per cent."""
-    from bricks.detect import DetectConfig, search_sources
+    from bricks.detect import DetectConfig, search_footprint, search_sources
     from bricks.detect_search import counts_image
-    from bricks.exposure import ExposureConfig, exposure_map
+    from bricks.exposure import ExposureConfig, observation_exposure
     from bricks.wcs import sky_pixels
 
     l2 = l2_hdulist(Scene(sources=(TRUTH,), roll=27.0, seed=21))
-    expmap, _, _ = exposure_map(l2, CAL, ExposureConfig())
+    exposure = observation_exposure(l2, CAL, ExposureConfig())
     events = l2["EVENTS"].data
-    image = counts_image(events["X"], events["Y"], expmap.shape[0])
+    image = counts_image(events["X"], events["Y"], 512)
     tx, ty = sky_pixels(np.array([TRUTH.ra]), np.array([TRUTH.dec]), 150.0, 20.0)
     found = {}
     for binning in (1, 4):
         config = DetectConfig(search_binning=binning)
-        found[binning] = search_sources(image, expmap > 0, CAL["PSF"], 27.0, 13.45 / 60, config)
+        seen = search_footprint(exposure, binning)
+        found[binning] = search_sources(image, seen, CAL["PSF"], 27.0, 13.45 / 60, config)
         assert len(found[binning]) == 1
         source = found[binning][0]
         assert np.hypot(source.x - tx[0], source.y - ty[0]) * 13.45 < 40.0  # arcsec
@@ -334,10 +335,28 @@ def test_fit_far_from_its_start_is_repeated_about_itself() -> None:
     fits_ = []
     for shift in (0.0, -2.0, 2.0):
         start = Candidate(tx[0] + shift / pixel_arcmin, ty[0], 300.0, 10.0, 0.0)
+        relative = expmap / expmap.max()
         fit = localise_source(
-            x, y, start, [start], expmap, CAL["PSF"], 27.0, pixel_arcmin, DetectConfig()
+            x, y, start, [start], relative, CAL["PSF"], 27.0, pixel_arcmin, DetectConfig()
         )
         fits_.append(fit)
     for fit in fits_[1:]:
         moved = np.hypot(fit.x - fits_[0].x, fit.y - fits_[0].y) * 13.45
         assert moved < 0.1 * fits_[0].err90_stat_arcsec
+
+
+def test_relative_exposure_is_the_map_over_its_on_axis_value() -> None:
+    """The fit's exposure, pixel by pixel: the map's value over the on-axis exposure
+    (seconds × the best detector weight, the map's maximum for a steady pointing)."""
+    from bricks.detect import relative_exposure_at
+    from bricks.exposure import ExposureConfig, observation_exposure
+
+    exposure = observation_exposure(l2_hdulist(Scene(roll=27.0)), CAL, ExposureConfig())
+    expmap = exposure.map()
+    assert exposure.on_axis_seconds == pytest.approx(float(expmap.max()), rel=1e-6)
+    relative = relative_exposure_at(exposure)
+    rng = np.random.default_rng(8)
+    x, y = rng.uniform(0.5, 512.5, 4000), rng.uniform(0.5, 512.5, 4000)
+    nearest = expmap[np.floor(y - 0.5).astype(int), np.floor(x - 0.5).astype(int)]
+    assert relative(x, y) == pytest.approx(nearest / exposure.on_axis_seconds, abs=1e-7)
+    assert np.all(relative(np.array([0.4, 600.0, 100.0]), np.array([100.0, 100.0, -3.0])) == 0)

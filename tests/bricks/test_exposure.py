@@ -146,3 +146,25 @@ def test_screened_simulation_with_an_saa_passage() -> None:
     assert expmap.header["NPOINT"] >= 1
     weight = detector_weight(BadPixels.model(), Vignetting.model(), GEOMETRY)
     assert expmap.data.sum() == pytest.approx(header["EXPOSURE"] * weight.sum(), rel=0.01)
+
+
+@pytest.mark.parametrize("roll", [0.0, 27.0, 301.0])
+def test_sampled_map_and_single_pixels_are_the_map_values(roll: float) -> None:
+    """``stride`` samples and ``exposure_at`` give the full map's values, bit for bit."""
+    from bricks.detect_frame import Pointing
+    from bricks.exposure import exposure_at, exposure_on_sky
+
+    calibration = model_calibrations()
+    weight = detector_weight(calibration["BADPIX"], calibration["VIGNET"], GEOMETRY)
+    rng = np.random.default_rng(int(roll))
+    pointings = [
+        Pointing(256.5 + rng.normal(0, 2), 256.5 + rng.normal(0, 2), roll + rng.normal(0, 0.1), 7.0)
+        for _ in range(5)
+    ] + [Pointing(-40.0, 300.0, roll, 3.0)]  # one mostly off the grid
+    full = exposure_on_sky(pointings, weight, GEOMETRY)
+    for stride in (2, 3, 4):
+        rows = np.arange(stride // 2 + 1, 513, stride) - 1
+        sampled = exposure_on_sky(pointings, weight, GEOMETRY, stride=stride)
+        assert np.array_equal(sampled, full[np.ix_(rows, rows)])
+    x, y = rng.integers(1, 513, 5000), rng.integers(1, 513, 5000)
+    assert np.array_equal(exposure_at(pointings, weight, GEOMETRY, x, y), full[y - 1, x - 1])

@@ -186,8 +186,9 @@ def test_the_cross_arms_lie_where_the_roll_says() -> None:
     pixel_arcmin = calibration["TELDEF"].plate_scale_arcsec / 60.0
 
     def strength(roll: float) -> float:
+        relative = expmap / expmap.max()
         fit = localise_source(
-            x, y, source, [source], expmap, calibration["PSF"], roll, pixel_arcmin, DetectConfig()
+            x, y, source, [source], relative, calibration["PSF"], roll, pixel_arcmin, DetectConfig()
         )
         return fit.ts
 
