@@ -10,6 +10,14 @@ plain core-NATS subjects). Each message becomes a durable async call (call id
 acked once enqueued; the queue worker's retries and dead letters then apply (a message
 over the async body limit is terminated with an error in the log). The
 request carries the message body and the headers ``X-Topic`` and ``X-Nats-Seq``.
+
+A function annotated ``com.mxt.topic-delivery: direct`` is called by the connector
+itself, like OpenFaaS's connector-sdk does, through the queue worker's client: the
+message is acked once the function answered 2xx, redelivered by JetStream after a
+transient failure (backoff as for async calls, ``MXT_MAX_ATTEMPTS`` deliveries), and
+dead-lettered on ``MXT_DLQ`` (then terminated) after a permanent one or the last
+attempt. No async call is queued, so no status or completion message is kept: the
+orchestrator's ``advance`` is such a function, and a chain hop saves the queue's trip.
 """
 
 from __future__ import annotations
@@ -21,27 +29,31 @@ import logging
 from dataclasses import dataclass
 
 from nats.aio.msg import Msg
-from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
-from nats.js.errors import FetchTimeoutError, NotFoundError
+from nats.js.errors import NotFoundError
 
 from gateway import messages as m
 from gateway.calls import CallStore, enqueue
 from gateway.infrastructure import ensure_stream, kept_stream
 from gateway.provider import LocalProvider
+from gateway.pull import Puller
+from gateway.worker import QueueWorker, error_reason, keep_alive, retry_delay
 
 log = logging.getLogger("mxt.gateway.connector")
 
 CONSUMER_PREFIX = "topic_"
+#: messages a direct binding has in flight at once
+DIRECT_CONCURRENCY = 32
 
 
 @dataclass(frozen=True)
 class Binding:
-    """One function subscribed to one subject."""
+    """One function subscribed to one subject; ``direct``: called by the connector."""
 
     function: str
     subject: str
+    direct: bool = False
 
     @property
     def durable(self) -> str:
@@ -64,19 +76,29 @@ class TopicConnector:
         calls: CallStore,
         provider: LocalProvider,
         max_body: int = 700 * 1024,
+        invoker: QueueWorker | None = None,
     ) -> None:
         self.max_body = max_body
         self.js = js
         self.calls = calls
         self.provider = provider
+        self.invoker = invoker
         self.loops: dict[Binding, asyncio.Task[None]] = {}
         self._wake = asyncio.Event()
         self._sync_task: asyncio.Task[None] | None = None
 
     def wanted(self) -> set[Binding]:
-        """The bindings the deployed functions' ``topic`` annotations ask for."""
+        """The bindings the deployed functions' ``topic`` annotations ask for.
+
+        Without a queue worker in this process (``MXT_RUN_WORKER=false``), direct
+        bindings fall back to queued delivery.
+        """
         return {
-            Binding(name, subject)
+            Binding(
+                name,
+                subject,
+                self.invoker is not None and deployment.spec.topic_delivery == "direct",
+            )
             for name, deployment in self.provider.deployments.items()
             for subject in deployment.spec.topics
         }
@@ -155,20 +177,75 @@ class TopicConnector:
         created = (await self.js.stream_info(stream)).created
         epoch = hashlib.sha1(str(created).encode()).hexdigest()[:6]
         sub = await self.js.pull_subscribe_bind(binding.durable, stream=stream)
+        source = f"{stream}-{epoch}"
+        puller = Puller(sub)
+        inflight: set[asyncio.Task[None]] = set()
         try:
             while True:
+                while len(inflight) >= DIRECT_CONCURRENCY:
+                    await asyncio.wait(inflight, return_when=asyncio.FIRST_COMPLETED)
+                # a direct binding fetches only what it can start at once
+                size = DIRECT_CONCURRENCY - len(inflight) if binding.direct else 64
                 try:
-                    batch = await sub.fetch(64, timeout=1.0)
-                except (FetchTimeoutError, NatsTimeoutError, TimeoutError):
-                    continue
+                    batch = await puller.fetch(size)
                 except Exception:  # noqa: BLE001 - NATS reconnecting
                     await asyncio.sleep(0.5)
                     continue
                 for msg in batch:
-                    await self._forward(binding, f"{stream}-{epoch}", msg)
+                    if binding.direct:
+                        task = asyncio.create_task(self._deliver(binding, source, msg))
+                        inflight.add(task)
+                        task.add_done_callback(inflight.discard)
+                    else:
+                        await self._forward(binding, source, msg)
         finally:
+            # stopped: calls in flight end unacked, and JetStream redelivers them
+            for task in inflight:
+                task.cancel()
             with contextlib.suppress(Exception):
                 await sub.unsubscribe()
+
+    def _call(self, binding: Binding, source: str, msg: Msg) -> m.AsyncCall:
+        """The call a message makes, its id unique to (stream epoch, sequence, function)."""
+        seq = msg.metadata.sequence.stream
+        return m.AsyncCall(
+            call_id=f"topic-{source}-{seq}-{binding.function}",
+            function=binding.function,
+            headers={
+                "Content-Type": (msg.headers or {}).get("Content-Type")
+                or content_type_of(msg.data),
+                "X-Topic": msg.subject,
+                "X-Nats-Seq": str(seq),
+            },
+            body_b64=m.AsyncCall.encode_body(msg.data),
+        )
+
+    async def _deliver(self, binding: Binding, source: str, msg: Msg) -> None:
+        """Direct delivery: call the function, then ack, nak with a delay, or dead-letter."""
+        assert self.invoker is not None
+        call = self._call(binding, source, msg)
+        attempt = msg.metadata.num_delivered
+        progress = asyncio.create_task(keep_alive(msg))
+        try:
+            outcome = await self.invoker.invoke(call)
+        finally:
+            progress.cancel()
+        try:
+            if outcome.kind == "ok":
+                await msg.ack()
+                return
+            reason = error_reason(outcome)
+            settings = self.invoker.settings
+            if outcome.kind == "transient" and attempt < settings.max_attempts:
+                log.warning("topic call %s failed (attempt %d): %s", call.call_id, attempt, reason)
+                await msg.nak(delay=retry_delay(attempt, settings, outcome.retry_after))
+                return
+            log.error("topic call %s dead-lettered after %d attempt(s): %s",
+                      call.call_id, attempt, reason)  # fmt: skip
+            await self.invoker.dead_letter(call, outcome, reason, attempt)
+            await msg.term()
+        except Exception:  # noqa: BLE001 - NATS away: JetStream redelivers the message
+            log.exception("topic call %s: outcome not settled, left to redelivery", call.call_id)
 
     async def _forward(self, binding: Binding, source: str, msg: Msg) -> None:
         seq = msg.metadata.sequence.stream
@@ -180,17 +257,7 @@ class TopicConnector:
             )  # fmt: skip
             await msg.term()
             return
-        call = m.AsyncCall(
-            call_id=f"topic-{source}-{seq}-{binding.function}",
-            function=binding.function,
-            headers={
-                "Content-Type": (msg.headers or {}).get("Content-Type")
-                or content_type_of(msg.data),
-                "X-Topic": msg.subject,
-                "X-Nats-Seq": str(seq),
-            },
-            body_b64=m.AsyncCall.encode_body(msg.data),
-        )
+        call = self._call(binding, source, msg)
         try:
             await enqueue(self.js, self.calls, call)
         except Exception:  # noqa: BLE001 - not acked: JetStream redelivers it

@@ -17,6 +17,7 @@ from bricks.errors import BadInput
 from gateway.stack import (
     DEFAULT_SCALE_MAX,
     DEFAULT_SCALE_MIN,
+    DELIVERY_ANNOTATION,
     FUNCTION_NAME,
     FUNCTION_NAME_MAX_LENGTH,
     ROUTES_ANNOTATION,
@@ -25,6 +26,7 @@ from gateway.stack import (
     TOPIC_ANNOTATION,
     WRITE_ANNOTATION,
     parse_count,
+    parse_delivery,
     parse_flag,
     parse_routes,
     parse_topics,
@@ -77,6 +79,7 @@ class FunctionSpec:
         # validate the annotations once, at deploy time, with the reason
         self.routes = [tuple(r) for r in parse_routes(self.annotations.get(ROUTES_ANNOTATION, ""))]
         self.topics = parse_topics(self.annotations.get(TOPIC_ANNOTATION, ""))
+        self.topic_delivery = parse_delivery(self.annotations.get(DELIVERY_ANNOTATION, "queued"))
         self.write_protected = parse_flag(
             WRITE_ANNOTATION, self.annotations.get(WRITE_ANNOTATION, "false")
         )

@@ -106,7 +106,11 @@ class Platform:
             await self.worker.start()
         if self.run_connector:
             self.connector = TopicConnector(
-                self.js, self.calls, self.provider, self.settings.max_async_body_bytes
+                self.js,
+                self.calls,
+                self.provider,
+                self.settings.max_async_body_bytes,
+                invoker=self.worker,
             )
             await self.connector.start()
 

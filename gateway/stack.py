@@ -33,6 +33,9 @@ SCALE_MAX_LABEL = "com.openfaas.scale.max"
 TOPIC_ANNOTATION = "topic"
 ROUTES_ANNOTATION = "com.mxt.routes"
 WRITE_ANNOTATION = "com.mxt.write"
+DELIVERY_ANNOTATION = "com.mxt.topic-delivery"
+#: how the connector hands a topic message to its function (``com.mxt.topic-delivery``)
+TOPIC_DELIVERIES = ("queued", "direct")
 #: OpenFaaS CE's defaults when the scale labels are absent.
 DEFAULT_SCALE_MIN = 1
 DEFAULT_SCALE_MAX = 20
@@ -130,6 +133,16 @@ class Function(_Strict):
     def topics(self) -> list[str]:
         """NATS subjects of the ``topic`` annotation (comma-separated)."""
         return parse_topics(self.annotations.get(TOPIC_ANNOTATION, ""))
+
+    @property
+    def topic_delivery(self) -> str:
+        """``queued`` (default: each message becomes a durable async call) or ``direct``.
+
+        ``direct``: the connector calls the function itself and acknowledges the
+        message once it answered 2xx; retries are JetStream redeliveries, dead letters
+        go to ``MXT_DLQ`` as for queued calls (annotation ``com.mxt.topic-delivery``).
+        """
+        return parse_delivery(self.annotations.get(DELIVERY_ANNOTATION, "queued"))
 
     @property
     def routes(self) -> list[Route]:
@@ -310,6 +323,22 @@ def _check_route(entry: str, route: Route) -> None:
         raise BadInput(f"{ROUTES_ANNOTATION} entry {entry!r}: a parameter is repeated")
 
 
+def parse_delivery(text: str) -> str:
+    """A ``com.mxt.topic-delivery`` value: ``queued`` or ``direct`` (any case).
+
+    Raises
+    ------
+    BadInput
+        For any other value.
+    """
+    value = text.strip().lower()
+    if value not in TOPIC_DELIVERIES:
+        raise BadInput(
+            f"{DELIVERY_ANNOTATION} must be one of {', '.join(TOPIC_DELIVERIES)}, not {text!r}"
+        )
+    return value
+
+
 def parse_flag(name: str, text: str) -> bool:
     """``"true"`` / ``"false"`` (any case) as a bool.
 
@@ -423,6 +452,7 @@ def _check_function(function: Function, languages: set[str]) -> list[str]:
     problems += _load_environment_files(function)
     for check in (
         lambda: function.topics,
+        lambda: function.topic_delivery,
         lambda: function.routes,
         lambda: function.write_protected,
         lambda: _check_scale(function),

@@ -26,9 +26,7 @@ import orjson
 from nats.aio.msg import Msg
 from nats.errors import ConnectionClosedError
 from nats.errors import Error as NatsError
-from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
-from nats.js.errors import FetchTimeoutError
 from pydantic import ValidationError
 
 from bricks.errors import NotFound, classify_status
@@ -36,6 +34,7 @@ from gateway import messages as m
 from gateway.auth import basic_auth_header
 from gateway.calls import CallStore
 from gateway.provider import FunctionUnavailable, LocalProvider
+from gateway.pull import Puller
 from gateway.settings import GatewaySettings
 
 log = logging.getLogger("mxt.gateway.worker")
@@ -102,6 +101,14 @@ async def through_outage(publish: Callable[[], Awaitable[T]]) -> T:
             await asyncio.sleep(0.5)
 
 
+async def keep_alive(msg: Msg) -> None:
+    """Tell JetStream every ``PROGRESS_PERIOD`` s that ``msg`` is still being worked on."""
+    while True:
+        await asyncio.sleep(PROGRESS_PERIOD)
+        with contextlib.suppress(Exception):
+            await msg.in_progress()
+
+
 async def _quietly(operation: Awaitable[object]) -> None:
     with contextlib.suppress(NatsError):
         await operation
@@ -153,6 +160,7 @@ class QueueWorker:
             auto_decompress=False,
         )
         self.sub = await self.js.pull_subscribe_bind(m.WORKER_DURABLE, stream=m.ASYNC_STREAM)
+        self.puller = Puller(self.sub)
         self._loop_task = asyncio.create_task(self._pull_loop(), name="queue worker")
 
     async def stop(self) -> None:
@@ -180,9 +188,7 @@ class QueueWorker:
                 await self._slot_freed.wait()
                 continue
             try:
-                batch = await self.sub.fetch(min(free, 128), timeout=1.0)
-            except (FetchTimeoutError, NatsTimeoutError, TimeoutError):
-                continue
+                batch = await self.puller.fetch(min(free, 128))
             except ConnectionClosedError:
                 return
             except Exception:  # noqa: BLE001 - NATS reconnecting: try again shortly
@@ -218,7 +224,7 @@ class QueueWorker:
         )
         # "running" is recorded while the call runs, not before it; informative only
         running = asyncio.ensure_future(_quietly(self.calls.put(status.model_copy())))
-        progress = asyncio.create_task(self._keep_alive(msg))
+        progress = asyncio.create_task(keep_alive(msg))
         try:
             outcome = await self.invoke(call)
         except asyncio.CancelledError:
@@ -241,14 +247,8 @@ class QueueWorker:
             await msg.nak(delay=retry_delay(attempt, self.settings, outcome.retry_after))
         else:
             status.last_error = error_reason(outcome)
-            await self._dead_letter(call, outcome, status)
+            await self.dead_letter(call, outcome, status.last_error, status.attempts)
             await self._finish(msg, call, outcome, status, "dead-lettered")
-
-    async def _keep_alive(self, msg: Msg) -> None:
-        while True:
-            await asyncio.sleep(PROGRESS_PERIOD)
-            with contextlib.suppress(Exception):
-                await msg.in_progress()
 
     async def _endpoint(self, call: m.AsyncCall) -> tuple[str, float]:
         """Where the call goes and its time limit (seconds).
@@ -309,11 +309,14 @@ class QueueWorker:
                 f"{type(exc).__name__}: {exc}",
             )
 
-    async def _dead_letter(self, call: m.AsyncCall, outcome: Outcome, status: m.CallStatus) -> None:
+    async def dead_letter(
+        self, call: m.AsyncCall, outcome: Outcome, reason: str | None, attempts: int
+    ) -> None:
+        """Publish the call on ``MXT_DLQ`` (once per redrive), waiting out a NATS outage."""
         letter = m.DeadLetter(
             call=call,
-            reason=status.last_error or "retries exhausted",
-            attempts=status.attempts,
+            reason=reason or "retries exhausted",
+            attempts=attempts,
             status_code=outcome.status,
         )
         await through_outage(
