@@ -258,11 +258,15 @@ def _best_counts(ap: Aperture, psf_values: _PsfValues, n: float, b: float) -> tu
     take to zero or below (no background, or no source, at the boundary of the range)
     is stepped in its logarithm instead, so it approaches zero geometrically while the
     other one still converges, rather than stalling the whole step. Stops once a step
-    lowers ``C`` by less than 1e-9 + 1e-10 |C| (the rounding of a sum over the events).
+    lowers ``C`` by less than 1e-9 + 1e-10 |C| (the rounding of a sum over the events),
+    or the Newton step would (its quadratic model's decrease, ``−g·Δ``, when the
+    Hessian is positive definite): a converged start costs no Cash evaluation.
     """
     rho, w = psf_values.events, ap.weight
+    rho2 = rho * rho
     theta = np.array([n, b])
     current = _cash_at(ap, psf_values, n, b)
+    tolerance = 1e-9 + 1e-10 * abs(current)
     for _ in range(100):
         rate = np.maximum(theta[0] * rho + theta[1] + ap.other_events, 1e-300)
         w_r = w / rate
@@ -271,19 +275,23 @@ def _best_counts(ap: Aperture, psf_values: _PsfValues, n: float, b: float) -> tu
             [psf_values.expected_per_count - np.dot(w_r, rho), ap.exposed_area - w_r.sum()]
         )
         h_nb = float(np.dot(w_r2, rho))
-        hess = np.array([[float(np.dot(w_r2, rho * rho)), h_nb], [h_nb, float(w_r2.sum())]])
-        in_log = theta + _newton_step(hess, grad) <= 0
-        # chain rule for θ_i = exp(φ_i) on the logarithmic components
-        scale = np.where(in_log, theta, 1.0)
-        step = _newton_step(
-            hess * np.outer(scale, scale) + np.diag(np.where(in_log, grad * theta, 0.0)),
-            grad * scale,
-        )
+        hess = np.array([[float(np.dot(w_r2, rho2)), h_nb], [h_nb, float(w_r2.sum())]])
+        step = _newton_step(hess, grad)
+        in_log = theta + step <= 0
+        if in_log.any():
+            # chain rule for θ_i = exp(φ_i) on the logarithmic components
+            scale = np.where(in_log, theta, 1.0)
+            hess = hess * np.outer(scale, scale) + np.diag(np.where(in_log, grad * theta, 0.0))
+            grad = grad * scale
+            step = _newton_step(hess, grad)
+        if _positive_definite(hess) and -float(np.dot(grad, step)) < tolerance:
+            break  # the quadratic model's decrease of C (Newton decrement): converged
         accepted = None
         for halving in range(40):
             factor = 0.5**halving
             trial = theta + factor * step
-            trial[in_log] = theta[in_log] * np.exp(factor * step[in_log])
+            if in_log.any():
+                trial[in_log] = theta[in_log] * np.exp(factor * step[in_log])
             if np.all(trial > 0):
                 value = _cash_at(ap, psf_values, trial[0], trial[1])
                 if value <= current:
@@ -293,9 +301,16 @@ def _best_counts(ap: Aperture, psf_values: _PsfValues, n: float, b: float) -> tu
             break
         improvement = current - accepted[1]
         theta, current = accepted
-        if improvement < 1e-9 + 1e-10 * abs(current):
+        tolerance = 1e-9 + 1e-10 * abs(current)
+        if improvement < tolerance:
             break
     return float(theta[0]), float(theta[1])
+
+
+def _positive_definite(hess: np.ndarray) -> bool:
+    """Whether a symmetric 2 × 2 matrix is positive definite (Sylvester's criterion)."""
+    a, b, d = float(hess[0, 0]), float(hess[0, 1]), float(hess[1, 1])
+    return a > 0 and a * d - b * b > 0
 
 
 def _newton_step(hess: np.ndarray, grad: np.ndarray) -> np.ndarray:
@@ -307,7 +322,7 @@ def _newton_step(hess: np.ndarray, grad: np.ndarray) -> np.ndarray:
     """
     a, b, d = float(hess[0, 0]), float(hess[0, 1]), float(hess[1, 1])
     det = a * d - b * b
-    if a > 0 and det > 0 and np.isfinite(det):
+    if _positive_definite(hess) and np.isfinite(det):
         g0, g1 = float(grad[0]), float(grad[1])
         return np.array([b * g1 - d * g0, b * g0 - a * g1]) / det
     return -grad / np.maximum(np.abs(np.diag(hess)), 1e-300)
@@ -317,17 +332,38 @@ def _background_only_cash(ap: Aperture, psf: Psf, roll_deg: float, ln_b: float) 
     """Cash statistic without the source: the background (and other sources) alone.
 
     The source term is dropped rather than evaluated at a vanishing ``N``: the same
-    statistic without two PSF evaluations per step.
+    statistic without PSF evaluations. Alone in the aperture, the best background is
+    exactly the events over the exposed area; beside other sources, Newton steps in
+    ``ln b`` (``C`` is convex in ``b``) from ``ln_b``, halved until downhill.
     """
 
-    def background_cash(p: np.ndarray) -> float:
-        b = np.exp(p[0])
+    def background_cash(b: float) -> float:
         rate = np.maximum(b + ap.other_events, 1e-300)
         expected = b * ap.exposed_area + ap.other_expected
         return float(2.0 * (expected - np.dot(ap.weight, np.log(rate))))
 
-    best = minimize(background_cash, np.array([ln_b]), method="Nelder-Mead")
-    return float(best.fun)
+    if not np.any(ap.other_events):
+        return background_cash(max(float(ap.weight.sum()) / ap.exposed_area, 1e-300))
+    phi = float(ln_b)
+    current = background_cash(np.exp(phi))
+    for _ in range(100):
+        b = np.exp(phi)
+        rate = np.maximum(b + ap.other_events, 1e-300)
+        w_r = ap.weight / rate
+        slope = b * (ap.exposed_area - float(w_r.sum()))  # d(C/2)/d ln b
+        curvature = slope + b * b * float(np.sum(w_r / rate))
+        step = -slope / curvature if curvature > 0 else -np.sign(slope)
+        for halving in range(40):
+            value = background_cash(np.exp(phi + step * 0.5**halving))
+            if value <= current:
+                break
+        else:
+            break
+        improvement = current - value
+        phi, current = phi + step * 0.5**halving, value
+        if improvement < 1e-9 + 1e-10 * abs(current):
+            break
+    return current
 
 
 def _hessian(f: Callable[[np.ndarray], float], x0: np.ndarray, steps: np.ndarray) -> np.ndarray:

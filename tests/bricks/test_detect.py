@@ -153,7 +153,7 @@ def test_background_interpolation_is_bilinear_zoom(blocks: int, block_pix: int) 
     """The block-to-pixel matrices reproduce bilinear zoom between block centres."""
     from scipy import ndimage
 
-    from bricks.detect_search import _block_interpolation
+    from bricks.detect_search import _block_interpolation, _interpolate_blocks
 
     local = np.random.default_rng(blocks).random((blocks, blocks + 1))
     zoomed = ndimage.zoom(local, block_pix, order=1, mode="nearest", grid_mode=True)
@@ -162,6 +162,8 @@ def test_background_interpolation_is_bilinear_zoom(blocks: int, block_pix: int) 
         _block_interpolation(blocks + 1, block_pix),
     )
     assert rows @ local @ cols.T == pytest.approx(zoomed, abs=1e-12)
+    # the background uses the gathers that apply the same two matrices
+    assert _interpolate_blocks(local, block_pix) == pytest.approx(zoomed, abs=1e-12)
 
 
 def test_radius90_of_a_bivariate_normal() -> None:
