@@ -215,15 +215,18 @@ def _clipped_mean(rates: np.ndarray, block_area: float) -> np.ndarray:
     """
     usable = np.isfinite(rates)
     values = np.where(usable, rates, 0.0)
-    n = usable.sum(axis=-1)
+    n = np.count_nonzero(usable, axis=-1)
     kept = usable
     level = values.sum(axis=-1) / np.maximum(n, 1)
     for _ in range(3):
         sigma = np.sqrt(np.maximum(level * block_area, 1.0)) / block_area
         candidate = usable & (values <= (level + 3.0 * sigma)[..., None])
-        count = candidate.sum(axis=-1)
-        kept = np.where((count > 0)[..., None], candidate, kept)
-        level = np.where(kept, values, 0.0).sum(axis=-1) / np.maximum(kept.sum(axis=-1), 1)
+        count = np.count_nonzero(candidate, axis=-1)
+        new_kept = np.where((count > 0)[..., None], candidate, kept)
+        if np.array_equal(new_kept, kept):
+            break  # the same blocks again: so would be the level and later passes
+        kept = new_kept
+        level = (values * kept).sum(axis=-1) / np.maximum(np.count_nonzero(kept, axis=-1), 1)
     return np.where(n >= 3, level, np.nan)
 
 
