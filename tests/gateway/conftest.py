@@ -42,6 +42,11 @@ STACK_FUNCTIONS = {
         "echo", annotations={"topic": "mxt.events.test.>, plain.test.topic"}
     ),
     "victim": function_entry("sleep"),
+    # called by the connector itself for each message (no async call queued)
+    "topic-direct": function_entry(
+        "fail-n-times",
+        annotations={"topic": "mxt.events.direct.>", "com.mxt.topic-delivery": "direct"},
+    ),
 }
 
 # small limits and quick retries so the tests are fast; 8 attempts at 0.3 s doubling

@@ -194,6 +194,10 @@ def test_duplicate_function_names(tmp_path):
         ("topic: mxt.>.raw", "topic 'mxt.>.raw' is not a NATS subject"),
         ("topic: mxt raw", "topic 'mxt raw' is not a NATS subject"),
         ("com.mxt.write: maybe", "com.mxt.write must be 'true' or 'false', not 'maybe'"),
+        (
+            "com.mxt.topic-delivery: now",
+            "com.mxt.topic-delivery must be one of queued, direct, not 'now'",
+        ),
     ],
 )
 def test_bad_annotation_is_named(tmp_path, annotation, message):

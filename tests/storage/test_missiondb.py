@@ -315,3 +315,31 @@ def test_concurrent_insert_or_get_one_row(engine):
     assert sorted(outcomes) == [False, False, False, True]
     with transaction(engine) as s:
         assert len(mdb.query(s, mdb.QueryRequest(entity="observations")).items) == 1
+
+
+def test_sqlite_reader_never_waits_for_a_writer(tmp_path, monkeypatch):
+    """A read-only transaction reads the last commit while a writer holds the lock; a
+    writing one queues behind it (here: fails after a short busy timeout)."""
+    from sqlalchemy import exc
+
+    from storage.db import engine as db_engine
+    from storage.db.engine import make_engine, upgrade_to_head
+
+    monkeypatch.setattr(db_engine, "SQLITE_BUSY_MS", 200)
+    url = f"sqlite:///{tmp_path / 'm.db'}"
+    upgrade_to_head(url)
+    engine = make_engine(url)
+    setup_run(engine)
+    try:
+        with transaction(engine) as writer:
+            mdb.transition_run(writer, "run-1", ["pending"], "running")
+            writer.flush()  # the write lock is held until the commit
+            with transaction(engine, read_only=True) as reader:
+                assert mdb.get_run(reader, "run-1").state == "pending"
+            # a read-write transaction begins IMMEDIATE: it waits for the lock
+            with pytest.raises(exc.OperationalError, match="locked"), engine.connect() as other:
+                other.exec_driver_sql("SELECT 1")
+        with transaction(engine, read_only=True) as reader:
+            assert mdb.get_run(reader, "run-1").state == "running"
+    finally:
+        engine.dispose()
