@@ -18,6 +18,7 @@ list and a position whose ``status`` is ``"no_detection"``, never an error.
 
 from __future__ import annotations
 
+import copy
 from typing import Any, Literal
 
 import numpy as np
@@ -229,11 +230,15 @@ def _why_nothing(n_events: int, exposure_s: float) -> str:
     return "no source above the threshold"
 
 
-def _image_hdulist(image: np.ndarray, wcs: WCS, header: fits.Header) -> fits.HDUList:
-    cards = {
-        card.keyword: card
-        for card in product_header(header, f"mxt-detect {VERSION}", "IMAGE", "TOTAL").cards
-    }
+def _image_hdulist(image: np.ndarray, wcs: WCS, product: fits.Header) -> fits.HDUList:
+    """The IMAGE product; ``product`` is the SRCLIST product header, reclassified here."""
+    cards: dict[str, fits.Card] = {}
+    for card in product.cards:
+        if card.keyword == "HDUCLAS1":
+            cards["HDUCLAS1"] = fits.Card("HDUCLAS1", "IMAGE")
+            cards["HDUCLAS2"] = fits.Card("HDUCLAS2", "TOTAL")
+        elif card.keyword != "HDUCLAS2":
+            cards[card.keyword] = copy.copy(card)
     # one header from one card list: astropy's per-keyword updates cost ~30 µs each
     cards.update((card.keyword, card) for card in image_wcs_header(wcs).cards)
     cards["BUNIT"] = fits.Card("BUNIT", "count", "events per sky pixel")
@@ -249,8 +254,13 @@ def _counts_error(counts: np.ndarray, snr: np.ndarray) -> np.ndarray:
 
 
 def _sources_hdulist(
-    sources: list[Candidate], wcs: WCS, header: fits.Header, exposure_s: float
+    sources: list[Candidate],
+    wcs: WCS,
+    header: fits.Header,
+    exposure_s: float,
+    srclist: fits.Header,
 ) -> fits.HDUList:
+    """The SRCLIST product; ``srclist`` is its product header (:func:`product_header`)."""
     x = np.array([s.x for s in sources], dtype=np.float64)
     y = np.array([s.y for s in sources], dtype=np.float64)
     if len(sources):
@@ -275,7 +285,6 @@ def _sources_hdulist(
         ),
     ]
     table = fits.BinTableHDU.from_columns(columns, name="SRCLIST")
-    srclist = product_header(header, f"mxt-detect {VERSION}", "SRCLIST")
     cards = [
         card for card in srclist.copy().cards if card.keyword not in ("COMMENT", "HISTORY", "")
     ]
@@ -451,9 +460,10 @@ def detect_sources(
             position = _no_detection(reason, len(sources), summary)
         else:
             position = _position_dict(fit, chosen, len(sources), wcs, summary, config)
+    product = product_header(header, f"mxt-detect {VERSION}", "SRCLIST")
     return {
-        "image": _image_hdulist(image, wcs, header),
-        "sources": _sources_hdulist(sources, wcs, header, exposure_s),
+        "image": _image_hdulist(image, wcs, product),
+        "sources": _sources_hdulist(sources, wcs, header, exposure_s, product),
         "position": position,
         "region": ds9_region(position, sources, wcs),
     }

@@ -229,24 +229,25 @@ def product_header(
     hduclas1, hduclas2
         OGIP classification of the product.
     """
-    header = fits.Header()
-    header["TELESCOP"] = "SVOM"
-    header["INSTRUME"] = "MXT"
+    cards: dict[str, fits.Card] = {
+        "TELESCOP": fits.Card("TELESCOP", "SVOM"),
+        "INSTRUME": fits.Card("INSTRUME", "MXT"),
+    }
     for key in OBSERVATION_KEYWORDS + EXPOSURE_KEYWORDS:
         if key in events_header:
-            header[key] = (events_header[key], events_header.comments[key])
-    header.setdefault("OBS_ID", "unknown")
-    header.setdefault("EXPOSURE", 0.0)
-    header["HDUCLASS"] = ("OGIP", "format conforms to OGIP standards")
-    header["HDUCLAS1"] = hduclas1
+            cards[key] = fits.Card(key, events_header[key], events_header.comments[key])
+    cards.setdefault("OBS_ID", fits.Card("OBS_ID", "unknown"))
+    cards.setdefault("EXPOSURE", fits.Card("EXPOSURE", 0.0))
+    cards["HDUCLASS"] = fits.Card("HDUCLASS", "OGIP", "format conforms to OGIP standards")
+    cards["HDUCLAS1"] = fits.Card("HDUCLAS1", hduclas1)
     if hduclas2:
-        header["HDUCLAS2"] = hduclas2
-    header["CREATOR"] = (creator, "software that wrote this file")
-    header["DATE"] = (
-        datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S"),
-        "file creation date (UTC)",
+        cards["HDUCLAS2"] = fits.Card("HDUCLAS2", hduclas2)
+    cards["CREATOR"] = fits.Card("CREATOR", creator, "software that wrote this file")
+    cards["DATE"] = fits.Card(
+        "DATE", datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S"), "file creation date (UTC)"
     )
-    return header
+    # one Header from the cards: a keyword at a time costs a search and an append each
+    return fits.Header(list(cards.values()))
 
 
 def image_wcs_header(wcs: WCS) -> fits.Header:
