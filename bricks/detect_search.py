@@ -317,7 +317,8 @@ def find_sources(
 
     Up to three passes: each re-estimates the background with the sources found so far
     masked, so that bright sources do not raise the background of their neighbours;
-    the search stops early when a pass finds the sources of the one before.
+    the search stops early when a pass finds the sources of the one before (as many,
+    each within a pixel: the masks, and so the background, would barely differ).
 
     Parameters
     ----------
@@ -356,6 +357,7 @@ def find_sources(
     mask = np.zeros(image.shape, dtype=bool)
     valid = (seen_fraction > 0) & (k2_sum > 0)
     peaks: list[Candidate] = []
+    previous: list[Candidate] = []  # nothing found before: the empty mask
     for _ in range(3):
         background = np.maximum(
             local_background(image, seen_fraction, mask, background_block_pix, background_window),
@@ -372,10 +374,10 @@ def find_sources(
             max_sources,
             confusion_fraction,
         )
-        new_mask = _disc_mask(image.shape, peaks, mask_radius_pix)
-        if np.array_equal(new_mask, mask):
-            break  # the same sources again: the background would not change
-        mask = new_mask
+        if _same_sources(peaks, previous):
+            break  # the same sources again: the background would barely change
+        previous = peaks
+        mask = _disc_mask(image.shape, peaks, mask_radius_pix)
     return sorted(peaks, key=lambda c: -c.significance)
 
 
@@ -458,6 +460,15 @@ def _peak_offset(values: np.ndarray, y: int, x: int) -> tuple[float, float]:
             continue
         offsets.append(float(np.clip(0.5 * (lower - upper) / curvature, -0.5, 0.5)))
     return offsets[0], offsets[1]
+
+
+def _same_sources(found: list[Candidate], before: list[Candidate]) -> bool:
+    """Whether two passes found the same sources: as many, each within a pixel."""
+    if len(found) != len(before):
+        return False
+    return all(
+        abs(a.x - b.x) <= 1.0 and abs(a.y - b.y) <= 1.0 for a, b in zip(found, before, strict=True)
+    )
 
 
 def _disc_mask(shape: tuple[int, ...], peaks: list[Candidate], radius: float) -> np.ndarray:
