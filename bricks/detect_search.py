@@ -75,8 +75,17 @@ def bin_image(array: np.ndarray, factor: int) -> np.ndarray:
         return array
     ny, nx = array.shape
     by, bx = -(-ny // factor), -(-nx // factor)
-    padded = np.pad(array, ((0, by * factor - ny), (0, bx * factor - nx)))
-    return padded.reshape(by, factor, bx, factor).sum(axis=(1, 3))
+    if (by * factor, bx * factor) != (ny, nx):
+        array = np.pad(array, ((0, by * factor - ny), (0, bx * factor - nx)))
+    # strided slices added in turn: a reduction over short strided axes costs ~4x more
+    dtype = np.result_type(array.dtype, np.int64) if array.dtype.kind in "biu" else array.dtype
+    rows = np.zeros((by, bx * factor), dtype=dtype)
+    for i in range(factor):
+        rows += array[i::factor]
+    binned = np.zeros((by, bx), dtype=dtype)
+    for j in range(factor):
+        binned += rows[:, j::factor]
+    return binned
 
 
 def unbinned(candidate: Candidate, factor: int) -> Candidate:
@@ -248,10 +257,8 @@ def local_background(
     usable = np.where(mask, 0.0, seen_fraction)
     ny, nx = image.shape
     by, bx = -(-ny // block_pix), -(-nx // block_pix)
-    pad = ((0, by * block_pix - ny), (0, bx * block_pix - nx))
-    counts = np.pad(np.where(usable > 0, image, 0), pad).reshape(by, block_pix, bx, block_pix)
-    area = np.pad(usable, pad).reshape(by, block_pix, bx, block_pix).sum(axis=(1, 3))
-    counts = counts.sum(axis=(1, 3))
+    counts = bin_image(np.where(usable > 0, image, 0), block_pix)
+    area = bin_image(usable, block_pix)
     rates = np.where(area >= 0.5 * block_pix**2, counts / np.maximum(area, 1), np.nan)
     block_area = float(block_pix**2)
     overall = float(_clipped_mean(rates.ravel(), block_area))
