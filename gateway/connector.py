@@ -38,7 +38,7 @@ from gateway.calls import CallStore, enqueue
 from gateway.infrastructure import ensure_stream, kept_stream
 from gateway.provider import LocalProvider
 from gateway.pull import Puller
-from gateway.worker import QueueWorker, error_reason, keep_alive, retry_delay
+from gateway.worker import Outcome, QueueWorker, error_reason, keep_alive, retry_delay
 
 log = logging.getLogger("mxt.gateway.connector")
 
@@ -221,31 +221,41 @@ class TopicConnector:
         )
 
     async def _deliver(self, binding: Binding, source: str, msg: Msg) -> None:
-        """Direct delivery: call the function, then ack, nak with a delay, or dead-letter."""
+        """Direct delivery: call the function, then settle the message."""
         assert self.invoker is not None
         call = self._call(binding, source, msg)
-        attempt = msg.metadata.num_delivered
         progress = asyncio.create_task(keep_alive(msg))
         try:
             outcome = await self.invoker.invoke(call)
+        except asyncio.CancelledError:
+            # the connector is stopping: hand the message back now, not after ack_wait
+            with contextlib.suppress(Exception):
+                await asyncio.shield(msg.nak())
+            raise
         finally:
             progress.cancel()
         try:
-            if outcome.kind == "ok":
-                await msg.ack()
-                return
-            reason = error_reason(outcome)
-            settings = self.invoker.settings
-            if outcome.kind == "transient" and attempt < settings.max_attempts:
-                log.warning("topic call %s failed (attempt %d): %s", call.call_id, attempt, reason)
-                await msg.nak(delay=retry_delay(attempt, settings, outcome.retry_after))
-                return
-            log.error("topic call %s dead-lettered after %d attempt(s): %s",
-                      call.call_id, attempt, reason)  # fmt: skip
-            await self.invoker.dead_letter(call, outcome, reason, attempt)
-            await msg.term()
+            await self._settle(call, msg, outcome)
         except Exception:  # noqa: BLE001 - NATS away: JetStream redelivers the message
             log.exception("topic call %s: outcome not settled, left to redelivery", call.call_id)
+
+    async def _settle(self, call: m.AsyncCall, msg: Msg, outcome: Outcome) -> None:
+        """Ack a success; nak a transient failure with backoff; dead-letter the rest."""
+        assert self.invoker is not None
+        if outcome.kind == "ok":
+            await msg.ack()
+            return
+        attempt = msg.metadata.num_delivered
+        reason = error_reason(outcome)
+        settings = self.invoker.settings
+        if outcome.kind == "transient" and attempt < settings.max_attempts:
+            log.warning("topic call %s failed (attempt %d): %s", call.call_id, attempt, reason)
+            await msg.nak(delay=retry_delay(attempt, settings, outcome.retry_after))
+            return
+        log.error("topic call %s dead-lettered after %d attempt(s): %s",
+                  call.call_id, attempt, reason)  # fmt: skip
+        await self.invoker.dead_letter(call, outcome, reason, attempt)
+        await msg.term()
 
     async def _forward(self, binding: Binding, source: str, msg: Msg) -> None:
         seq = msg.metadata.sequence.stream
