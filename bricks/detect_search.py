@@ -54,10 +54,13 @@ def counts_image(x: np.ndarray, y: np.ndarray, npix: int) -> np.ndarray:
     npix
         Side of the image.
     """
-    ix = np.floor(np.asarray(x, dtype=np.float64) - 0.5).astype(np.int64)
-    iy = np.floor(np.asarray(y, dtype=np.float64) - 0.5).astype(np.int64)
-    ok = (ix >= 0) & (ix < npix) & (iy >= 0) & (iy < npix)
-    flat = np.bincount(iy[ok] * npix + ix[ok], minlength=npix * npix)
+    x = np.asarray(x, dtype=np.float64)
+    y = np.asarray(y, dtype=np.float64)
+    ok = (x >= 0.5) & (x < npix + 0.5) & (y >= 0.5) & (y < npix + 0.5)
+    # on the grid, x − 0.5 ≥ 0: truncation is the floor
+    ix = (x[ok] - 0.5).astype(np.intp)
+    iy = (y[ok] - 0.5).astype(np.intp)
+    flat = np.bincount(iy * npix + ix, minlength=npix * npix)
     return flat.reshape(npix, npix).astype(np.int32)
 
 
