@@ -157,8 +157,13 @@ def make_aperture(
         Most events fitted one by one.
     """
     cx, cy = centre
-    u = (np.asarray(x, dtype=float) - cx) * pixel_arcmin
-    v = (np.asarray(y, dtype=float) - cy) * pixel_arcmin
+    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    # the square about the disc first (a pixel to spare): the disc test on a few events
+    reach = radius_arcmin / pixel_arcmin + 1.0
+    near = (x >= cx - reach) & (x <= cx + reach) & (y >= cy - reach) & (y <= cy + reach)
+    x, y = x[near], y[near]
+    u = (x - cx) * pixel_arcmin
+    v = (y - cy) * pixel_arcmin
     inside = u * u + v * v <= radius_arcmin**2
     u, v = u[inside], v[inside]
     weight = np.ones(u.size)
