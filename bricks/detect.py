@@ -120,8 +120,8 @@ def _event_positions(events: fits.BinTableHDU) -> tuple[np.ndarray, np.ndarray]:
         return np.zeros(0), np.zeros(0)
     x = np.asarray(data["X"], dtype=np.float64)
     y = np.asarray(data["Y"], dtype=np.float64)
-    bad = ~(np.isfinite(x) & np.isfinite(y))
-    if np.any(bad):
+    if not (np.isfinite(x).all() and np.isfinite(y).all()):
+        bad = ~(np.isfinite(x) & np.isfinite(y))
         raise BadInput(f"l2_events EVENTS X/Y hold {int(bad.sum())} non-finite value(s)")
     return x, y
 
