@@ -38,7 +38,7 @@ from gateway.calls import CallStore, enqueue
 from gateway.infrastructure import ensure_stream, kept_stream
 from gateway.provider import LocalProvider
 from gateway.pull import Puller
-from gateway.worker import Outcome, QueueWorker, error_reason, keep_alive, retry_delay
+from gateway.worker import Outcome, QueueWorker, error_reason, retry_delay
 
 log = logging.getLogger("mxt.gateway.connector")
 
@@ -224,16 +224,7 @@ class TopicConnector:
         """Direct delivery: call the function, then settle the message."""
         assert self.invoker is not None
         call = self._call(binding, source, msg)
-        progress = asyncio.create_task(keep_alive(msg))
-        try:
-            outcome = await self.invoker.invoke(call)
-        except asyncio.CancelledError:
-            # the connector is stopping: hand the message back now, not after ack_wait
-            with contextlib.suppress(Exception):
-                await asyncio.shield(msg.nak())
-            raise
-        finally:
-            progress.cancel()
+        outcome = await self.invoker.invoke_holding(call, msg)
         try:
             await self._settle(call, msg, outcome)
         except Exception:  # noqa: BLE001 - NATS away: JetStream redelivers the message

@@ -224,16 +224,9 @@ class QueueWorker:
         )
         # "running" is recorded while the call runs, not before it; informative only
         running = asyncio.ensure_future(_quietly(self.calls.put(status.model_copy())))
-        progress = asyncio.create_task(keep_alive(msg))
         try:
-            outcome = await self.invoke(call)
-        except asyncio.CancelledError:
-            # the worker is stopping: hand the call back now rather than after ack_wait
-            with contextlib.suppress(Exception):
-                await asyncio.shield(msg.nak())
-            raise
+            outcome = await self.invoke_holding(call, msg)
         finally:
-            progress.cancel()
             await running
         status.status_code, status.duration = outcome.status, outcome.duration
         if outcome.kind == "ok":
@@ -267,6 +260,22 @@ class QueueWorker:
         replica = await deployment.pick(self.settings.start_timeout)
         deployment.invocations += 1
         return replica.url, deployment.spec.timeout or self.settings.async_timeout
+
+    async def invoke_holding(self, call: m.AsyncCall, msg: Msg) -> Outcome:
+        """:meth:`invoke` for the message ``msg`` brought, kept from redelivery meanwhile.
+
+        Cancelled (the process is stopping), the message is handed back at once
+        rather than after its ack wait.
+        """
+        progress = asyncio.create_task(keep_alive(msg))
+        try:
+            return await self.invoke(call)
+        except asyncio.CancelledError:
+            with contextlib.suppress(Exception):
+                await asyncio.shield(msg.nak())
+            raise
+        finally:
+            progress.cancel()
 
     async def invoke(self, call: m.AsyncCall) -> Outcome:
         """One attempt of the call; connection faults and timeouts are transient outcomes."""
