@@ -56,6 +56,24 @@ def test_brick_killed_mid_run_is_restarted_and_the_run_completes(
     assert len(assert_products_once(runs, run_id)) == 20
 
 
+def test_advance_killed_mid_run_its_completions_are_redelivered(
+    runs: RunsClient, observation_factory: Any
+) -> None:
+    """orchestrator-advance (delivered directly by the connector) killed while bricks
+    run: completions wait for its restart, or come back by redelivery if the call broke."""
+    l0, _ = observation_factory(seed=31)
+    run_id = runs.started(runs.upload_raw(l0, l0[0].header["OBS_ID"]))["run_id"]
+    wait_for_task(runs, run_id, "calibrate", ("dispatched", "running"))
+    victims = runs.stack.replica_pids("orchestrator-advance")
+    assert victims
+    for pid in victims:
+        psutil.Process(pid).send_signal(signal.SIGKILL)
+    run = runs.wait(run_id)
+    assert run["state"] == "succeeded", run["reason"]
+    assert not set(victims) & set(runs.stack.replica_pids("orchestrator-advance"))
+    assert len(assert_products_once(runs, run_id)) == 20
+
+
 def test_twenty_observations_at_once_all_complete(
     runs: RunsClient, observation_factory: Any
 ) -> None:
