@@ -4,16 +4,22 @@ Steps (the Swift-XRT ``xrtcentroid`` / published XRT position methods, with MXT'
 lobster-eye PSF):
 
 1. counts image on the sky grid (``np.bincount``);
-2. PSF-matched detection against a local background (:mod:`bricks.detect_search`);
+2. PSF-matched detection against a local background (:mod:`bricks.detect_search`), on
+   the image binned ``search_binning`` × ``search_binning``;
 3. for the brightest source, or the one nearest the target when asked, a
    maximum-likelihood fit of the position on the unbinned events with the PSF turned
-   to the sky by the roll and a flat background (:mod:`bricks.detect_fit`); the 90 %
-   statistical radius comes from the likelihood curvature, the total adds the 25″
+   to the sky by the roll and a flat background (:mod:`bricks.detect_fit`), in an
+   aperture centred again on the fit when it lands away from the search's peak; the
+   90 % statistical radius comes from the likelihood curvature, the total adds the 25″
    systematic in quadrature;
 4. a DS9 region (:mod:`bricks.detect_region`).
 
 An observation without events or without a significant source yields an empty source
 list and a position whose ``status`` is ``"no_detection"``, never an error.
+
+The exposure is evaluated only where detect needs it (:class:`bricks.exposure.
+ObservationExposure`): every second sky pixel for the search's footprint, and the
+fit's aperture grid pixel by pixel, relative to the on-axis exposure.
 """
 
 from __future__ import annotations

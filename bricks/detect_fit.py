@@ -9,6 +9,11 @@ statistic ``C = 2 [Σ_aperture E·(Nρ + b) − Σ_events ln(Nρ + b)]`` is mini
 position block, ``N`` and ``b`` profiled), and the 90 % radius is that of the circle
 holding 90 % of the corresponding bivariate normal, the circular version of the
 ΔC = 4.605 contour for two parameters.
+
+``N`` and ``b`` are profiled at each trial position (:func:`_best_counts`, Newton on a
+convex function); the position is found by Newton's method on the profiled statistic
+(:func:`_newton_minimise`, central differences) from the better of the aperture centre
+and the events' local mode, with the simplex as fallback.
 """
 
 from __future__ import annotations
