@@ -61,6 +61,7 @@ METHOD = "psf_ml_cash"
 RECENTRE_ARCMIN = 0.5
 """A fit this far (arcmin) from its aperture's centre is repeated in an aperture centred on it."""
 RECENTRE_PASSES = 1
+"""How many times the aperture may be centred again on the fit."""
 
 
 class DetectConfig(BrickConfig):
@@ -416,9 +417,10 @@ def localise_source(
             psf,
             roll,
         )
-        fit = fit_position(ap, psf, roll, counts, pixel_arcmin, centre)
-        if fit is None:
-            return None
+        refit = fit_position(ap, psf, roll, counts, pixel_arcmin, centre)
+        if refit is None:
+            return fit  # None at the first attempt; else the fit before the recentring
+        fit = refit
         moved = np.hypot(fit.x - centre[0], fit.y - centre[1]) * pixel_arcmin
         if moved <= RECENTRE_ARCMIN:
             break
