@@ -260,6 +260,25 @@ def _counts_error(counts: np.ndarray, snr: np.ndarray) -> np.ndarray:
     return np.hypot(background_part, np.sqrt(np.clip(counts, 0.0, None)))
 
 
+_SRCLIST_COLUMNS = fits.ColDefs(
+    [
+        fits.Column(name, "D", unit=unit)
+        for name, unit in (
+            ("X", "pixel"),
+            ("Y", "pixel"),
+            ("RA", "deg"),
+            ("DEC", "deg"),
+            ("COUNTS", "count"),
+            ("COUNTS_ERR", "count"),
+            ("RATE", "count/s"),
+            ("SNR", None),
+            ("BKG", "count/pixel"),
+        )
+    ]
+)
+"""The SRCLIST columns, made once: astropy's Column checks cost ~0.1 ms each per call."""
+
+
 def _sources_hdulist(
     sources: list[Candidate],
     wcs: WCS,
@@ -278,20 +297,20 @@ def _sources_hdulist(
     counts = np.array([s.counts for s in sources], dtype=np.float64)
     snr = np.array([s.significance for s in sources], dtype=np.float64)
     rate = counts / exposure_s if exposure_s > 0 else np.zeros_like(counts)
-    columns = [
-        fits.Column("X", "D", unit="pixel", array=x),
-        fits.Column("Y", "D", unit="pixel", array=y),
-        fits.Column("RA", "D", unit="deg", array=ra),
-        fits.Column("DEC", "D", unit="deg", array=dec),
-        fits.Column("COUNTS", "D", unit="count", array=counts),
-        fits.Column("COUNTS_ERR", "D", unit="count", array=_counts_error(counts, snr)),
-        fits.Column("RATE", "D", unit="count/s", array=rate),
-        fits.Column("SNR", "D", array=snr),
-        fits.Column(
-            "BKG", "D", unit="count/pixel", array=np.array([s.background for s in sources])
-        ),
-    ]
-    table = fits.BinTableHDU.from_columns(columns, name="SRCLIST")
+    columns = {
+        "X": x,
+        "Y": y,
+        "RA": ra,
+        "DEC": dec,
+        "COUNTS": counts,
+        "COUNTS_ERR": _counts_error(counts, snr),
+        "RATE": rate,
+        "SNR": snr,
+        "BKG": np.array([s.background for s in sources], dtype=np.float64),
+    }
+    table = fits.BinTableHDU.from_columns(_SRCLIST_COLUMNS, nrows=len(sources), name="SRCLIST")
+    for name, values in columns.items():
+        table.data[name][:] = values
     cards = [
         card for card in srclist.copy().cards if card.keyword not in ("COMMENT", "HISTORY", "")
     ]
