@@ -2,8 +2,9 @@
 
 - per-hop overhead of the chain: the ToO programme with every brick a no-op function
   (``bench/noop_brick``), so that the time between one brick's dispatch and the next
-  one's is the orchestration alone (queue worker, completion event, connector, advance,
-  dispatch through the gateway);
+  one's is the orchestration alone (queue worker, brick call, completion event,
+  connector calling orchestrator-advance directly, its database work, the next brick
+  queued);
 - ToO latency, warm stack: from the L0 file's upload to the raw bucket (its arrival
   event starts the run) to the position notice received on ``mxt.alerts.notice``, for
   about 10⁵ and 10⁶ events;
