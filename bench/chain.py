@@ -21,6 +21,7 @@ import asyncio
 import statistics
 import sys
 import tempfile
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
@@ -29,6 +30,7 @@ from typing import Any
 
 import httpx
 import nats
+import orjson
 
 HERE = Path(__file__).resolve().parent
 # run as a script, this folder comes first on sys.path and bench/gateway.py would shadow
@@ -102,19 +104,63 @@ def upload(stack: EmbeddedStack, obs_id: str, data: bytes) -> tuple[str, Any]:
 # ---------------------------------------------------------------------- hops
 
 
+class RunEnds:
+    """The ends of runs, heard on ``mxt.events.run.>`` by a thread of its own.
+
+    Waiting on the event rather than polling ``GET /mxt/runs/{id}`` keeps the bench from
+    loading the two cores it measures (each poll costs the gateway and the runs
+    function a database read while the chain runs).
+    """
+
+    def __init__(self, nats_url: str) -> None:
+        self.nats_url = nats_url
+        self.ended: dict[str, str] = {}
+        self.condition = threading.Condition()
+        self.ready = threading.Event()
+        threading.Thread(target=lambda: asyncio.run(self._listen()), daemon=True).start()
+        self.ready.wait(30)
+
+    async def _listen(self) -> None:
+        async def quiet(_error: Exception) -> None:
+            """The stack stops before this listener: its connection errors are expected."""
+
+        nc = await nats.connect(
+            self.nats_url, allow_reconnect=False, error_cb=quiet, closed_cb=None
+        )
+        sub = await nc.subscribe("mxt.events.run.>")
+        await nc.flush()
+        self.ready.set()
+        async for msg in sub.messages:
+            event = orjson.loads(msg.data)
+            if event.get("state") in ("succeeded", "failed", "cancelled"):
+                with self.condition:
+                    self.ended[event["run_id"]] = event["state"]
+                    self.condition.notify_all()
+
+    def wait(self, run_id: str, timeout: float = 120.0) -> str:
+        """The final state of ``run_id``, once its end is published."""
+        with self.condition:
+            if not self.condition.wait_for(lambda: run_id in self.ended, timeout):
+                raise TimeoutError(f"run {run_id} did not end within {timeout} s")
+            return self.ended[run_id]
+
+
 def hop_overhead(runs: int) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         stack = start_stack(Path(tmp), replace={"brick-": HERE / "noop_brick"})
         try:
             client = httpx.Client(timeout=60)
+            ends = RunEnds(stack.nats_url)
             data, _ = simulate_bytes("hopobs", 1e3, "TargetOfOpportunity-Nom", 1)
             gaps: list[float] = []
             walls: list[float] = []
             for i in range(runs + 1):
                 raw, _ = upload(stack, "hopobs", data)
                 started = time.perf_counter()
-                run = wait_run(client, stack, start_run(client, stack, raw))
+                run_id = start_run(client, stack, raw)
+                ends.wait(run_id)
                 wall = time.perf_counter() - started
+                run = client.get(f"{stack.url}/mxt/runs/{run_id}").json()
                 if i == 0:
                     continue  # warm-up
                 walls.append(wall)
