@@ -45,7 +45,7 @@ from bricks.calibration import (
 from bricks.errors import Unprocessable
 from bricks.l0 import DETECTOR_TLMAX, DETECTOR_TLMIN, RAW_MAX, RAW_MIN, validate_l0
 from bricks.products import CAL_EVENTS, L0
-from bricks.tables import ColumnSpec, table_hdu
+from bricks.tables import ColumnSpec, copy_table, table_hdu
 
 VERSION = "1.0.0"
 CALDB = ("BADPIX", "PEDESTAL", "GAIN", "CTI", "GRADES")
@@ -92,7 +92,6 @@ def _pattern_table() -> np.ndarray:
 
 
 PATTERN_TABLE = _pattern_table()
-_BIT_WEIGHTS = (1 << np.arange(8)).astype(np.uint8)
 
 
 class CalibrateConfig(BrickConfig):
@@ -120,12 +119,21 @@ def status_image(badpix: BadPixels, npix: int = 256) -> np.ndarray:
 
 
 def classify_patterns(pixel_ev: np.ndarray, split_ev: float) -> np.ndarray:
-    """PATTERN (n,) of 3 × 3 pixel energies ``pixel_ev`` (n, 9), eV."""
-    above = pixel_ev[:, _NEIGHBOURS] >= split_ev
-    code = (above * _BIT_WEIGHTS).sum(axis=1, dtype=np.int64)
+    """PATTERN (n,) of 3 × 3 pixel energies ``pixel_ev`` (n, 9), eV.
+
+    One pass per neighbour column builds the 8-bit mask code and the "neighbour above
+    the centre" test together (no (n, 8) copies, no reductions along the short axis).
+    """
+    centre = pixel_ev[:, 4]
+    code = np.zeros(len(pixel_ev), dtype=np.uint8)
+    not_maximum = np.zeros(len(pixel_ev), dtype=bool)
+    for bit, index in enumerate(_NEIGHBOURS):
+        neighbour = pixel_ev[:, index]
+        code |= np.left_shift((neighbour >= split_ev).view(np.uint8), np.uint8(bit))
+        not_maximum |= neighbour > centre
     pattern = PATTERN_TABLE[code]
-    not_maximum = (pixel_ev[:, _NEIGHBOURS] > pixel_ev[:, 4:5]).any(axis=1)
-    return np.where(not_maximum, PATTERN_INVALID, pattern).astype(np.int16)
+    pattern[not_maximum] = PATTERN_INVALID
+    return pattern
 
 
 def _pedestal_by_pixel(pedestal: Pedestal) -> np.ndarray:
@@ -173,7 +181,8 @@ def calibrate_events(events: fits.BinTableHDU, hk: fits.BinTableHDU, cal: dict) 
     centre_ok = np.empty(n, dtype=bool)
     for start in range(0, n, CHUNK_EVENTS):
         part = slice(start, start + CHUNK_EVENTS)
-        adu = phas[part].astype(np.float32) - pedestal9[column[part]]
+        adu = phas[part].astype(np.float32)
+        adu -= pedestal9[column[part]]
         pixel_ev = adu * scale[part, None].astype(np.float32)
         above = pixel_ev >= grades.split_threshold_ev
         adu_sum = (adu * above).sum(axis=1, dtype=np.float64)
@@ -272,8 +281,8 @@ def _run(inputs: dict[str, Any], calibration: dict[str, Any], config: CalibrateC
         [
             primary_with_creator(l0[0], f"mxt-calibrate {VERSION}"),
             _events_hdu(l0["EVENTS"], l0[0].header, calibrated),
-            l0["HK"].copy(),
-            l0["ATTITUDE"].copy(),
+            copy_table(l0["HK"]),
+            copy_table(l0["ATTITUDE"]),
         ]
     )
     return {"cal_events": cal_events}
