@@ -60,28 +60,73 @@ def wstat(
     area_ratio
         Source region area over background region area (BACKSCAL ratio).
     """
-    ts, tb = 1.0, 1.0 / area_ratio
-    tsum = ts + tb
-    m = np.maximum(np.asarray(source_model, dtype=np.float64), 1e-300)
-    s = np.asarray(src_counts, dtype=np.float64)
-    b = np.asarray(bkg_counts, dtype=np.float64)
-    d = np.sqrt((tsum * m - s - b) ** 2 + 4.0 * tsum * b * m)
-    f = np.maximum((s + b - tsum * m + d) / (2.0 * tsum), 1e-300)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        general = (
-            ts * m
-            + tsum * f
-            - s * np.log(ts * m + ts * f)
-            - b * np.log(tb * f)
-            - np.where(s > 0, s * (1.0 - np.log(s)), 0.0)
-            - np.where(b > 0, b * (1.0 - np.log(b)), 0.0)
-        )
-        no_source = ts * m - b * np.log(tb / tsum)
-        low_model = m < s / tsum
-        no_bkg = np.where(
-            low_model,
-            -tb * m - s * np.log(ts / tsum),
-            ts * m + np.where(s > 0, s * (np.log(s) - np.log(ts * m) - 1.0), 0.0),
-        )
-    per_channel = np.where(s == 0, no_source, np.where(b == 0, no_bkg, general))
-    return float(2.0 * np.sum(per_channel))
+    return WStat(src_counts, bkg_counts, area_ratio)(source_model)
+
+
+class WStat:
+    """:func:`wstat` of fixed counts as a function of the source model (a fit's objective).
+
+    What does not depend on the model (the channel cases, the count-only terms) is
+    computed once; each channel's term is evaluated only in its own case. Every value
+    equals :func:`wstat`'s, which calls this.
+
+    Parameters
+    ----------
+    src_counts, bkg_counts
+        Observed counts in the source and background regions.
+    area_ratio
+        Source region area over background region area (BACKSCAL ratio).
+    """
+
+    def __init__(self, src_counts: np.ndarray, bkg_counts: np.ndarray, area_ratio: float) -> None:
+        self.ts, self.tb = 1.0, 1.0 / area_ratio
+        self.tsum = self.ts + self.tb
+        s = np.asarray(src_counts, dtype=np.float64)
+        b = np.asarray(bkg_counts, dtype=np.float64)
+        self.size = s.size
+        no_source = s == 0
+        no_bkg = ~no_source & (b == 0)
+        general = ~no_source & ~no_bkg
+        # indices (not masks) of each case; the general case's count-only terms
+        self.no_source = np.flatnonzero(no_source)
+        self.no_bkg = np.flatnonzero(no_bkg)
+        self.general = np.flatnonzero(general)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            self.ns_const = (b * np.log(self.tb / self.tsum))[self.no_source]
+            sg, bg = s[self.general], b[self.general]
+            self.s_g, self.b_g = sg, bg
+            self.s_term_g = np.where(sg > 0, sg * (1.0 - np.log(sg)), 0.0)
+            self.b_term_g = np.where(bg > 0, bg * (1.0 - np.log(bg)), 0.0)
+            self.s_nb = s[self.no_bkg]
+            self.low_const_nb = self.s_nb * np.log(self.ts / self.tsum)
+            self.log_s_nb = np.log(self.s_nb)
+
+    def __call__(self, source_model: np.ndarray) -> float:
+        """W for expected source counts ``source_model`` (per channel or bin)."""
+        ts, tb, tsum = self.ts, self.tb, self.tsum
+        m = np.maximum(np.asarray(source_model, dtype=np.float64), 1e-300)
+        m = np.broadcast_to(m, (self.size,))
+        per_channel = np.empty(self.size)
+        m_ns = m[self.no_source]
+        per_channel[self.no_source] = ts * m_ns - self.ns_const
+        m_nb = m[self.no_bkg]
+        s_nb = self.s_nb
+        with np.errstate(divide="ignore", invalid="ignore"):
+            per_channel[self.no_bkg] = np.where(
+                m_nb < s_nb / tsum,
+                -tb * m_nb - self.low_const_nb,
+                ts * m_nb
+                + np.where(s_nb > 0, s_nb * (self.log_s_nb - np.log(ts * m_nb) - 1.0), 0.0),
+            )
+            m_g, s, b = m[self.general], self.s_g, self.b_g
+            d = np.sqrt((tsum * m_g - s - b) ** 2 + 4.0 * tsum * b * m_g)
+            f = np.maximum((s + b - tsum * m_g + d) / (2.0 * tsum), 1e-300)
+            per_channel[self.general] = (
+                ts * m_g
+                + tsum * f
+                - s * np.log(ts * m_g + ts * f)
+                - b * np.log(tb * f)
+                - self.s_term_g
+                - self.b_term_g
+            )
+        return float(2.0 * np.sum(per_channel))

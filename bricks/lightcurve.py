@@ -29,7 +29,7 @@ from scipy import optimize
 
 from bricks.base import Brick
 from bricks.errors import BadInput
-from bricks.fitting import curvature_errors, wstat
+from bricks.fitting import WStat, curvature_errors
 from bricks.ogip import apply_cards, gti_hdu, observation_cards, primary_hdu
 from bricks.products import L2_EVENTS, LIGHTCURVE, LIGHTCURVE_FIT, POSITION
 from bricks.regions import (
@@ -186,17 +186,11 @@ def power_law_integral(lo: np.ndarray, hi: np.ndarray, alpha: float) -> np.ndarr
 
 
 def _decay_wstat(
-    params: np.ndarray,
-    lo: np.ndarray,
-    hi: np.ndarray,
-    live: np.ndarray,
-    counts: np.ndarray,
-    bkg_counts: np.ndarray,
-    area_ratio: float,
+    params: np.ndarray, lo: np.ndarray, hi: np.ndarray, live: np.ndarray, statistic: WStat
 ) -> float:
     log_norm, alpha = params
     source = 10.0**log_norm * live * power_law_integral(lo, hi, alpha)
-    return wstat(source, counts, bkg_counts, area_ratio)
+    return statistic(source)
 
 
 def empty_fit(t0: float, n_bins: int, status: str) -> dict[str, Any]:
@@ -295,7 +289,8 @@ def fit_decay(
         lo, hi, live, counts, bkg_counts = merge_contiguous(
             lo, hi, live, counts, bkg_counts, max_groups
         )
-    args = (lo, hi, live, counts, bkg_counts, area_ratio)
+    # the counts are fixed during the fit: W's count-only terms are computed once
+    args = (lo, hi, live, WStat(counts, bkg_counts, area_ratio))
     start = _initial_guess(lo, hi, live, counts, area_ratio * bkg_counts)
     best = optimize.minimize(
         _decay_wstat,

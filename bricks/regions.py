@@ -170,7 +170,12 @@ def psf_grid(
     steps = np.arange(-outer_pix, outer_pix + GRID_STEP_PIX, GRID_STEP_PIX)
     gx, gy = np.meshgrid(steps, steps, indexing="xy")
     r2 = gx**2 + gy**2
-    density = np.asarray(psf.density(gx * scale_arcmin, gy * scale_arcmin), dtype=float)
+    # the density is elementwise: a row and a column of offsets broadcast to the grid,
+    # so factors depending on one axis only (the PSF arms) are evaluated per axis
+    offsets = steps * scale_arcmin
+    density = np.asarray(psf.density(offsets[None, :], offsets[:, None]), dtype=float)
+    if density.shape != gx.shape:
+        density = np.broadcast_to(density, gx.shape).copy()
     weight = density * GRID_STEP_PIX**2 * scale_arcmin**2  # PSF density is per arcmin^2
     for array in (gx, gy, r2, weight):
         array.setflags(write=False)
