@@ -183,11 +183,17 @@ def psf_grid(
 
 
 def _live_detector(rawx: np.ndarray, rawy: np.ndarray, bad_columns: np.ndarray) -> np.ndarray:
+    """Live pixels of the grid ``rawx`` (columns, along axis 1) × ``rawy`` (rows, axis 0).
+
+    The tests of each axis are made on its own offsets and combined once: the same
+    booleans as testing every grid point.
+    """
     lo, hi = DETECTOR_FIRST_PIXEL - 0.5, DETECTOR_LAST_PIXEL + 0.5
-    live = (rawx >= lo) & (rawx < hi) & (rawy >= lo) & (rawy < hi)
+    live_x = (rawx >= lo) & (rawx < hi)
+    live_y = (rawy >= lo) & (rawy < hi)
     if bad_columns.size:
-        live &= ~np.isin(np.floor(rawx + 0.5).astype(np.int64), bad_columns)
-    return live
+        live_x &= ~np.isin(np.floor(rawx + 0.5).astype(np.int64), bad_columns)
+    return live_y[:, None] & live_x[None, :]
 
 
 def _bad_columns(calibration: Mapping[str, Any]) -> np.ndarray:
@@ -195,6 +201,43 @@ def _bad_columns(calibration: Mapping[str, Any]) -> np.ndarray:
     if badpix is None:
         return np.empty(0, dtype=np.int64)
     return np.asarray(badpix.bad_columns, dtype=np.int64)
+
+
+@functools.lru_cache(maxsize=16)  # the light curve and the spectrum ask the same question
+def region_integrals(
+    psf: Any,
+    scale_arcmin: float,
+    src_pix: float,
+    inner_pix: float,
+    outer_pix: float,
+    src_rawx: float,
+    src_rawy: float,
+    bad_columns: tuple[int, ...],
+) -> tuple[float, float, float, float]:
+    """Live areas (pixels²) and PSF fractions of the source and background regions.
+
+    Numerical integrals on a fine grid about the source at detector pixel
+    (``src_rawx``, ``src_rawy``), in detector coordinates; radii in detector pixels,
+    ``scale_arcmin`` arcmin per pixel, ``bad_columns`` the dead RAWX columns.
+
+    Returns
+    -------
+    src_area_pix, bkg_area_pix, psf_frac_src, psf_frac_bkg
+    """
+    cell = GRID_STEP_PIX**2
+    gx, gy, r2, weight = psf_grid(psf, outer_pix, scale_arcmin)
+    # the grid's columns are gx[0] along +RAWX, its rows gy[:, 0] along +RAWY
+    live = _live_detector(
+        src_rawx + gx[0], src_rawy + gy[:, 0], np.asarray(bad_columns, dtype=np.int64)
+    )
+    in_src = (r2 <= src_pix**2) & live
+    in_bkg = (r2 >= inner_pix**2) & (r2 <= outer_pix**2) & live
+    return (
+        float(np.count_nonzero(in_src) * cell),
+        float(np.count_nonzero(in_bkg) * cell),
+        float(weight[in_src].sum()),
+        float(weight[in_bkg].sum()),
+    )
 
 
 def build_regions(
@@ -240,23 +283,27 @@ def build_regions(
     src_rawx, src_rawy = geometry.axis_x + src_dx, geometry.axis_y + src_dy
     offaxis = float(np.hypot(src_dx, src_dy) * scale_arcmin)
 
-    # Numerical integrals on a fine grid about the source, in detector coordinates.
     outer_pix = outer_arcmin / scale_arcmin
-    cell = GRID_STEP_PIX**2
-    gx, gy, r2, weight = psf_grid(psf, outer_pix, scale_arcmin)
-    in_src = r2 <= (src_arcmin / scale_arcmin) ** 2
-    in_bkg = (r2 >= (inner_arcmin / scale_arcmin) ** 2) & (r2 <= outer_pix**2)
-    live = _live_detector(src_rawx + gx, src_rawy + gy, _bad_columns(calibration))
+    src_area, bkg_area, psf_src, psf_bkg = region_integrals(
+        psf,
+        scale_arcmin,
+        src_arcmin / scale_arcmin,
+        inner_arcmin / scale_arcmin,
+        outer_pix,
+        float(src_rawx),
+        float(src_rawy),
+        tuple(_bad_columns(calibration).tolist()),
+    )
     regions = ExtractionRegions(
         x=x,
         y=y,
         src_radius_pix=src_arcmin / scale_arcmin,
         bkg_inner_pix=inner_arcmin / scale_arcmin,
         bkg_outer_pix=outer_pix,
-        src_area_pix=float(np.count_nonzero(in_src & live) * cell),
-        bkg_area_pix=float(np.count_nonzero(in_bkg & live) * cell),
-        psf_frac_src=float(weight[in_src & live].sum()),
-        psf_frac_bkg=float(weight[in_bkg & live].sum()),
+        src_area_pix=src_area,
+        bkg_area_pix=bkg_area,
+        psf_frac_src=psf_src,
+        psf_frac_bkg=psf_bkg,
         offaxis_arcmin=offaxis,
         plate_scale_arcsec=scale_arcmin * 60.0,
     )
