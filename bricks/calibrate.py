@@ -45,7 +45,7 @@ from bricks.calibration import (
 from bricks.errors import Unprocessable
 from bricks.l0 import DETECTOR_TLMAX, DETECTOR_TLMIN, RAW_MAX, RAW_MIN, validate_l0
 from bricks.products import CAL_EVENTS, L0
-from bricks.tables import ColumnSpec, copy_table, table_hdu
+from bricks.tables import ColumnSpec, table_hdu
 
 VERSION = "1.0.0"
 CALDB = ("BADPIX", "PEDESTAL", "GAIN", "CTI", "GRADES")
@@ -281,8 +281,8 @@ def _run(inputs: dict[str, Any], calibration: dict[str, Any], config: CalibrateC
         [
             primary_with_creator(l0[0], f"mxt-calibrate {VERSION}"),
             _events_hdu(l0["EVENTS"], l0[0].header, calibrated),
-            copy_table(l0["HK"]),
-            copy_table(l0["ATTITUDE"]),
+            l0["HK"].copy(),
+            l0["ATTITUDE"].copy(),
         ]
     )
     return {"cal_events": cal_events}

@@ -23,7 +23,7 @@ from bricks.calibrate import copy_header_keywords, primary_with_creator
 from bricks.calibration import Geometry, require_calibration
 from bricks.errors import Unprocessable
 from bricks.products import CAL_EVENTS, L1_EVENTS
-from bricks.tables import ColumnSpec, copy_table, existing_columns, table_hdu
+from bricks.tables import ColumnSpec, existing_columns, table_hdu
 from bricks.wcs import (
     event_wcs_keywords,
     radec_to_standard,
@@ -208,8 +208,8 @@ def _run(inputs: dict[str, Any], calibration: dict[str, Any], config: Coordinate
         [
             primary_with_creator(cal_events[0], f"mxt-coordinates {VERSION}"),
             events,
-            copy_table(cal_events["HK"]),
-            copy_table(cal_events["ATTITUDE"]),
+            cal_events["HK"].copy(),
+            cal_events["ATTITUDE"].copy(),
         ]
     )
     return {"l1_events": l1}

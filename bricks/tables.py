@@ -80,36 +80,3 @@ def select_rows(table: fits.BinTableHDU, rows: np.ndarray) -> fits.BinTableHDU:
         if card.keyword not in hdu.header:
             hdu.header[card.keyword] = (card.value, card.comment)
     return hdu
-
-
-def copy_table(table: fits.BinTableHDU) -> fits.BinTableHDU:
-    """A detached copy of a binary table (header and rows): the bytes ``table.copy()`` writes.
-
-    ``BinTableHDU.copy`` rebuilds every column object and the header keyword by keyword
-    (~3 ms for the 2,000-row HK table); here the table's own FITS bytes are parsed back
-    (~0.3 ms), and the rows are read from them when first used. The copy's rows are
-    read-only (as those of a product read back from its bytes). A table with a heap
-    (variable-length columns) or whose header disagrees with its rows is copied by
-    astropy.
-    """
-    data = table.data
-    header = table.header
-    if not isinstance(data, fits.FITS_rec) or header.get("PCOUNT", 0) or header.get("THEAP"):
-        return table.copy()
-    # what writeto does first: logical and scaled columns written back into the raw rows
-    data._scale_back()
-    raw = data.view(np.ndarray)
-    if raw.dtype.itemsize != header.get("NAXIS1") or len(raw) != header.get("NAXIS2"):
-        return table.copy()
-    text = header.tostring().encode("ascii")
-    size = raw.nbytes
-    buffer = bytearray(len(text) + -(-size // _BLOCK) * _BLOCK)
-    buffer[: len(text)] = text
-    target = np.ndarray(raw.shape, raw.dtype.newbyteorder(">"), buffer, len(text))
-    target[...] = raw  # a byte swap only if the rows were in native order
-    copy = fits.BinTableHDU.fromstring(bytes(buffer))  # astropy parses headers from bytes
-    _ = copy.data  # read now: writing a table never read would lose its buffer
-    return copy
-
-
-_BLOCK = 2880
