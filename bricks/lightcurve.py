@@ -30,7 +30,7 @@ from scipy import optimize
 from bricks.base import Brick
 from bricks.errors import BadInput
 from bricks.fitting import WStat, curvature_errors
-from bricks.ogip import apply_cards, gti_hdu, observation_cards, primary_hdu
+from bricks.ogip import apply_cards, card, gti_hdu, observation_cards, primary_hdu
 from bricks.products import L2_EVENTS, LIGHTCURVE, LIGHTCURVE_FIT, POSITION
 from bricks.regions import (
     ExtractionRegions,
@@ -372,11 +372,12 @@ def _rate_hdu(
     vignetting: float,
     status: str,
     exposure: float,
+    observation: list[fits.Card] | None = None,
 ) -> fits.BinTableHDU:
     hdu = fits.BinTableHDU.from_columns(columns, name="RATE")
     h = hdu.header
-    apply_cards(h, observation_cards(header))
-    for key, value, comment in (
+    apply_cards(h, observation if observation is not None else observation_cards(header))
+    keywords = (
         ("HDUCLASS", "OGIP", "format conforms to OGIP standards"),
         ("HDUCLAS1", "LIGHTCURVE", "light curve dataset"),
         ("HDUCLAS2", "NET", "background-subtracted"),
@@ -395,10 +396,10 @@ def _rate_hdu(
         ("PI_MIN", config.pi_min, "lowest PI channel used"),
         ("PI_MAX", config.pi_max, "highest PI channel used"),
         ("LC_STAT", status, "ok, no_detection or no_events"),
-    ):
-        h[key] = (value, comment)
+    )
+    apply_cards(h, [card(key, value, comment) for key, value, comment in keywords], shared=False)
     if regions is not None:
-        apply_cards(h, [fits.Card(k, *v) for k, v in regions.keywords().items()])
+        apply_cards(h, [card(k, *v) for k, v in regions.keywords().items()], shared=False)
     for i, name in enumerate(("TIME", "TIMEDEL", "RATE", "ERROR"), start=1):
         h.comments[f"TTYPE{i}"] = {
             "TIME": "bin centre, mission time",
@@ -444,9 +445,16 @@ def build_lightcurve(
         bins = Bins(empty, empty, empty.astype(np.int64), empty.astype(np.int64), empty)
     exposure = live_exposure(intervals, header)
     columns = _rate_columns(bins, regions, deadc, vignetting, config.errors)
-    rate = _rate_hdu(columns, header, config, regions, deadc, vignetting, status, exposure)
+    observation = observation_cards(header)  # made once, copied into each HDU
+    rate = _rate_hdu(
+        columns, header, config, regions, deadc, vignetting, status, exposure, observation
+    )
     hdul = fits.HDUList(
-        [primary_hdu(header, f"mxt lightcurve {VERSION}"), rate, gti_hdu(intervals, header)]
+        [
+            primary_hdu(header, f"mxt lightcurve {VERSION}", observation),
+            rate,
+            gti_hdu(intervals, header, observation),
+        ]
     )
     t0 = float(header.get("TRIGTIME", header.get("TSTART", 0.0)))
     if regions is None:

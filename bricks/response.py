@@ -17,7 +17,7 @@ import numpy as np
 from astropy.io import fits
 from scipy.special import ndtr
 
-from bricks.ogip import apply_cards, observation_cards
+from bricks.ogip import apply_cards, card, observation_cards
 
 N_CHANNELS = 1024
 CHANNEL_EV = 10.0
@@ -106,8 +106,17 @@ def matrix_rows(resolution: object) -> tuple[np.ndarray, np.ndarray, np.ndarray]
     return f_chan, n_chan, rows
 
 
-def rmf_hdulist(resolution: object, source_header: fits.Header, creator: str) -> fits.HDUList:
-    """The RMF: MATRIX (one channel group per row, variable length) and EBOUNDS."""
+def rmf_hdulist(
+    resolution: object,
+    source_header: fits.Header,
+    creator: str,
+    observation: list[fits.Card] | None = None,
+) -> fits.HDUList:
+    """The RMF: MATRIX (one channel group per row, variable length) and EBOUNDS.
+
+    ``observation`` are ``observation_cards(source_header)`` when the caller has them.
+    """
+    instrument = _instrument_cards(source_header, observation)
     lo, hi = energy_grid()
     f_chan, n_chan, rows = matrix_rows(resolution)
     matrix_column = fits.Column("MATRIX", "PE()", array=rows)
@@ -122,10 +131,16 @@ def rmf_hdulist(resolution: object, source_header: fits.Header, creator: str) ->
         ],
         name="MATRIX",
     )
-    _response_header(matrix.header, source_header, "RESPONSE", "RSP_MATRIX", "REDIST")
-    matrix.header["LO_THRES"] = (LO_THRES, "lower threshold of stored matrix elements")
-    matrix.header["TLMIN4"] = (0, "first channel")
-    matrix.header["TLMAX4"] = (N_CHANNELS - 1, "last channel")
+    _response_header(matrix.header, instrument, "RESPONSE", "RSP_MATRIX", "REDIST")
+    apply_cards(
+        matrix.header,
+        [
+            card("LO_THRES", LO_THRES, "lower threshold of stored matrix elements"),
+            card("TLMIN4", 0, "first channel"),
+            card("TLMAX4", N_CHANNELS - 1, "last channel"),
+        ],
+        shared=False,
+    )
     c_lo, c_hi = channel_bounds()
     ebounds = fits.BinTableHDU.from_columns(
         [
@@ -135,10 +150,13 @@ def rmf_hdulist(resolution: object, source_header: fits.Header, creator: str) ->
         ],
         name="EBOUNDS",
     )
-    _response_header(ebounds.header, source_header, "RESPONSE", "EBOUNDS", None)
-    ebounds.header["TLMIN1"] = (0, "first channel")
-    ebounds.header["TLMAX1"] = (N_CHANNELS - 1, "last channel")
-    return fits.HDUList([_response_primary(source_header, creator), matrix, ebounds])
+    _response_header(ebounds.header, instrument, "RESPONSE", "EBOUNDS", None)
+    apply_cards(
+        ebounds.header,
+        [card("TLMIN1", 0, "first channel"), card("TLMAX1", N_CHANNELS - 1, "last channel")],
+        shared=False,
+    )
+    return fits.HDUList([_response_primary(instrument, creator), matrix, ebounds])
 
 
 def arf_hdulist(
@@ -147,6 +165,7 @@ def arf_hdulist(
     psf_fraction: float,
     source_header: fits.Header,
     creator: str,
+    observation: list[fits.Card] | None = None,
 ) -> fits.HDUList:
     """The ARF: SPECRESP = area(E) x vignetting x PSF fraction, cm^2.
 
@@ -162,7 +181,10 @@ def arf_hdulist(
         Header the observation keywords come from.
     creator
         Brick and version.
+    observation
+        ``observation_cards(source_header)`` when the caller has them already.
     """
+    instrument = _instrument_cards(source_header, observation)
     lo, hi = energy_grid()
     specresp = np.asarray(area(0.5 * (lo + hi)), dtype=np.float64) * vignetting * psf_fraction
     hdu = fits.BinTableHDU.from_columns(
@@ -173,39 +195,52 @@ def arf_hdulist(
         ],
         name="SPECRESP",
     )
-    _response_header(hdu.header, source_header, "RESPONSE", "SPECRESP", None)
-    hdu.header["VIGNET"] = (vignetting, "vignetting applied")
-    hdu.header["PSFFRAC"] = (psf_fraction, "PSF fraction applied (after bkg subtraction)")
-    return fits.HDUList([_response_primary(source_header, creator), hdu])
+    _response_header(hdu.header, instrument, "RESPONSE", "SPECRESP", None)
+    apply_cards(
+        hdu.header,
+        [
+            card("VIGNET", vignetting, "vignetting applied"),
+            card("PSFFRAC", psf_fraction, "PSF fraction applied (after bkg subtraction)"),
+        ],
+        shared=False,
+    )
+    return fits.HDUList([_response_primary(instrument, creator), hdu])
 
 
-def _response_primary(source_header: fits.Header, creator: str) -> fits.PrimaryHDU:
+def _response_primary(instrument: list[fits.Card], creator: str) -> fits.PrimaryHDU:
     hdu = fits.PrimaryHDU()
-    apply_cards(hdu.header, _instrument_cards(source_header))
-    hdu.header["CREATOR"] = (creator, "brick and version that wrote the file")
+    apply_cards(hdu.header, instrument)
+    apply_cards(
+        hdu.header,
+        [card("CREATOR", creator, "brick and version that wrote the file")],
+        shared=False,
+    )
     return hdu
 
 
-def _instrument_cards(source_header: fits.Header) -> list[fits.Card]:
+def _instrument_cards(
+    source_header: fits.Header, observation: list[fits.Card] | None = None
+) -> list[fits.Card]:
+    if observation is None:
+        observation = observation_cards(source_header)
     return [
         c
-        for c in observation_cards(source_header)
+        for c in observation
         if c.keyword in ("TELESCOP", "INSTRUME", "FILTER", "OBS_ID", "OBJECT")
     ]
 
 
 def _response_header(
     header: fits.Header,
-    source_header: fits.Header,
+    instrument: list[fits.Card],
     clas1: str,
     clas2: str,
     clas3: str | None,
 ) -> None:
-    apply_cards(header, _instrument_cards(source_header))
-    for key, value, comment in RESPONSE_KEYWORDS:
-        header[key] = (value, comment)
-    header["HDUCLAS1"] = (clas1, "")
-    header["HDUCLAS2"] = (clas2, "")
+    apply_cards(header, instrument)
+    cards = [card(key, value, comment) for key, value, comment in RESPONSE_KEYWORDS]
+    cards += [card("HDUCLAS1", clas1, ""), card("HDUCLAS2", clas2, "")]
     if clas3:
-        header["HDUCLAS3"] = (clas3, "")
-    header["HDUVERS"] = ("1.3.0", "CAL/GEN/92-002 version")
+        cards.append(card("HDUCLAS3", clas3, ""))
+    cards.append(card("HDUVERS", "1.3.0", "CAL/GEN/92-002 version"))
+    apply_cards(header, cards, shared=False)

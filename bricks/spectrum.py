@@ -20,7 +20,7 @@ from pydantic import Field
 
 from bricks.base import Brick
 from bricks.errors import BadInput
-from bricks.ogip import apply_cards, gti_hdu, observation_cards, primary_hdu
+from bricks.ogip import apply_cards, card, gti_hdu, observation_cards, primary_hdu
 from bricks.products import ARF, BKG_PHA, L2_EVENTS, POSITION, RMF, SRC_PHA
 from bricks.regions import (
     ExtractionRegions,
@@ -67,6 +67,7 @@ def pha_hdulist(
     regions: ExtractionRegions | None,
     config: SpectrumConfig,
     status: str,
+    observation: list[fits.Card] | None = None,
 ) -> fits.HDUList:
     """A type I PHA file: primary, SPECTRUM and GTI-less (the GTI goes in the source file).
 
@@ -88,6 +89,8 @@ def pha_hdulist(
         Spectrum parameters.
     status
         ``ok``, ``no_detection`` or ``no_events``.
+    observation
+        ``observation_cards(header)`` when the caller has them already.
     """
     channel = np.arange(N_CHANNELS, dtype=np.int32)
     quality = np.where(
@@ -103,8 +106,10 @@ def pha_hdulist(
         name="SPECTRUM",
     )
     h = hdu.header
-    apply_cards(h, observation_cards(header))
-    for key, value, comment in (
+    if observation is None:
+        observation = observation_cards(header)
+    apply_cards(h, observation)
+    keywords = (
         ("HDUCLASS", "OGIP", "format conforms to OGIP standards"),
         ("HDUCLAS1", "SPECTRUM", "PHA dataset"),
         ("HDUCLAS2", kind, "TOTAL: source region; BKG: background region"),
@@ -126,11 +131,11 @@ def pha_hdulist(
         ("POISSERR", True, "Poisson errors apply"),
         ("SYS_ERR", 0.0, "no systematic error"),
         ("SPECSTAT", status, "ok, no_detection or no_events"),
-    ):
-        h[key] = (value, comment)
+    )
+    apply_cards(h, [card(key, value, comment) for key, value, comment in keywords], shared=False)
     if regions is not None:
-        apply_cards(h, [fits.Card(k, *v) for k, v in regions.keywords().items()])
-    return fits.HDUList([primary_hdu(header, f"mxt spectrum {VERSION}"), hdu])
+        apply_cards(h, [card(k, *v) for k, v in regions.keywords().items()], shared=False)
+    return fits.HDUList([primary_hdu(header, f"mxt spectrum {VERSION}", observation), hdu])
 
 
 def build_spectra(
@@ -163,13 +168,18 @@ def build_spectra(
         psf_fraction = regions.psf_frac_effective
     src_scal = regions.src_area_pix / DETECTOR_AREA_PIX if regions else 1.0
     bkg_scal = regions.bkg_area_pix / DETECTOR_AREA_PIX if regions else 1.0
-    src_pha = pha_hdulist(src, "TOTAL", header, exposure, src_scal, regions, config, status)
-    src_pha.append(gti_hdu(intervals, header))
+    observation = observation_cards(header)  # made once, copied into each HDU
+    args = (header, exposure, src_scal, regions, config, status, observation)
+    src_pha = pha_hdulist(src, "TOTAL", *args)
+    src_pha.append(gti_hdu(intervals, header, observation))
+    bkg_args = (header, exposure, bkg_scal, regions, config, status, observation)
     return {
         SRC_PHA.name: src_pha,
-        BKG_PHA.name: pha_hdulist(bkg, "BKG", header, exposure, bkg_scal, regions, config, status),
-        ARF.name: arf_hdulist(calibration["SPECRESP"], vignetting, psf_fraction, header, creator),
-        RMF.name: rmf_hdulist(calibration["RESOL"], header, creator),
+        BKG_PHA.name: pha_hdulist(bkg, "BKG", *bkg_args),
+        ARF.name: arf_hdulist(
+            calibration["SPECRESP"], vignetting, psf_fraction, header, creator, observation
+        ),
+        RMF.name: rmf_hdulist(calibration["RESOL"], header, creator, observation),
     }
 
 
