@@ -130,3 +130,31 @@ class WStat:
                 - self.b_term_g
             )
         return float(2.0 * np.sum(per_channel))
+
+    def derivatives(self, source_model: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """First and second derivatives of each channel's term of W with respect to its
+        source model (W is twice the sum of the terms), the background level profiled.
+
+        With the background level ``f`` at its optimum the first derivative is the
+        partial one, ``ts - s / (m + f)`` (envelope theorem); the second follows from
+        ``f``'s own dependence on ``m`` (implicit in ``tsum = s / (m + f) + b / f``):
+        ``A B / (A + B)`` with ``A = s / (m + f)²``, ``B = b / f²``.
+        """
+        ts, tb, tsum = self.ts, self.tb, self.tsum
+        m = np.maximum(np.asarray(source_model, dtype=np.float64), 1e-300)
+        m = np.broadcast_to(m, (self.size,))
+        first = np.empty(self.size)
+        second = np.zeros(self.size)
+        first[self.no_source] = ts
+        m_nb, s_nb = m[self.no_bkg], self.s_nb
+        low = m_nb < s_nb / tsum
+        first[self.no_bkg] = np.where(low, -tb, ts - s_nb / m_nb)
+        second[self.no_bkg] = np.where(low, 0.0, s_nb / m_nb**2)
+        m_g, s, b = m[self.general], self.s_g, self.b_g
+        d = np.sqrt((tsum * m_g - s - b) ** 2 + 4.0 * tsum * b * m_g)
+        f = np.maximum((s + b - tsum * m_g + d) / (2.0 * tsum), 1e-300)
+        total = m_g + f
+        first[self.general] = ts - s / total
+        a = s / total**2
+        second[self.general] = a / (1.0 + a * f * f / b)  # A B / (A + B), overflow-free
+        return first, second

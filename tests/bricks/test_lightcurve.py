@@ -274,3 +274,83 @@ def test_merging_adjacent_bins_for_the_fit_changes_nothing_but_the_cost(bright):
     assert merged["alpha"] == pytest.approx(whole["alpha"], abs=0.1 * whole["alpha_err"])
     assert merged["alpha_err"] == pytest.approx(whole["alpha_err"], rel=0.05)
     assert whole["alpha"] == pytest.approx(full["alpha"], abs=0.1 * whole["alpha_err"])
+
+
+def _fit_inputs(binned, t0):
+    rate = binned["lightcurve"]["RATE"].data
+    header = binned["lightcurve"]["RATE"].header
+    start, stop = rate["TIME"] - rate["TIMEDEL"] / 2, rate["TIME"] + rate["TIMEDEL"] / 2
+    bins = Bins(start, stop, rate["COUNTS"], rate["BKG_CNTS"], rate["EXPOSURE"])
+    area_ratio = float(np.sum(rate["BACKV"] * rate["EXPOSURE"]) / max(rate["BKG_CNTS"].sum(), 1))
+    return bins, rate["FRACEXP"], area_ratio, header["PSFFREFF"] * header["VIGNET"], t0
+
+
+@pytest.mark.parametrize("min_counts", [5, 20, 100])
+def test_newton_decay_fit_is_the_tight_simplex_optimum(bright, min_counts):
+    """The analytic-Hessian Newton fit reaches the W minimum a tight simplex finds."""
+    from scipy import optimize
+
+    from bricks.fitting import WStat
+    from bricks.lightcurve import _decay_wstat, _initial_guess, _newton_decay
+
+    scene, l2, truth = bright
+    bins, live_fraction, area_ratio, response, t0 = _fit_inputs(
+        _run(l2, position_of(truth), min_counts=min_counts), truth["t0"]
+    )
+    usable = (bins.start > t0) & (live_fraction > 0)
+    lo, hi = bins.start[usable] - t0, bins.stop[usable] - t0
+    live = live_fraction[usable] * response
+    counts = bins.src_counts[usable].astype(float)
+    bkg = bins.bkg_counts[usable].astype(float)
+    statistic = WStat(counts, bkg, area_ratio)
+    start = _initial_guess(lo, hi, live, counts, area_ratio * bkg)
+    newton = _newton_decay(start, lo, hi, live, statistic)
+    assert newton is not None
+    simplex = optimize.minimize(
+        _decay_wstat,
+        start,
+        args=(lo, hi, live, statistic),
+        method="Nelder-Mead",
+        options={"xatol": 1e-10, "fatol": 1e-12, "maxiter": 20000},
+    )
+    assert newton[1] <= simplex.fun + 1e-9
+    assert newton[0] == pytest.approx(simplex.x, abs=1e-6)
+    fit = fit_decay(bins, live_fraction, area_ratio, response, t0, max_groups=10**6)
+    assert fit["status"] == "ok" and fit["alpha"] == pytest.approx(newton[0][1], abs=1e-12)
+
+
+def test_wstat_derivatives_match_finite_differences():
+    """WStat.derivatives: each channel's first and second derivative in its source model."""
+    from bricks.fitting import WStat
+
+    rng = np.random.default_rng(5)
+    for _ in range(400):
+        s = float(rng.poisson(rng.choice([0.3, 3.0, 30.0])))
+        b = float(rng.poisson(rng.choice([0.3, 3.0, 30.0])))
+        statistic = WStat(np.array([s]), np.array([b]), float(rng.uniform(0.05, 1.5)))
+        m = float(rng.gamma(2.0, 3.0) + 0.05)
+        if b == 0 and s > 0 and abs(m - s / statistic.tsum) < 0.05 * m:
+            continue  # the kink of the no-background case
+        first, second = statistic.derivatives(np.array([m]))
+        h = 1e-3 * m
+
+        def term(x, statistic=statistic):
+            return statistic(np.array([x])) / 2.0
+
+        assert (term(m + h) - term(m - h)) / (2 * h) == pytest.approx(first[0], rel=1e-5, abs=1e-7)
+        fd2 = (term(m + h) - 2 * term(m) + term(m - h)) / h**2
+        assert fd2 == pytest.approx(second[0], rel=1e-3, abs=1e-6)
+
+
+def test_wstat_object_equals_wstat_function():
+    """WStat(...)(model) is the W statistic, channel cases included (s = 0, b = 0)."""
+    from bricks.fitting import WStat, cash_statistic, wstat
+
+    rng = np.random.default_rng(9)
+    s = rng.poisson(2.0, 500).astype(float)
+    b = rng.poisson(3.0, 500).astype(float)
+    m = rng.gamma(1.0, 2.0, 500)
+    assert WStat(s, b, 0.4)(m) == wstat(m, s, b, 0.4)
+    # without background counts and a tiny area ratio, W tends to Cash's C (up to a constant)
+    c0 = cash_statistic(m, s) - cash_statistic(s + 1e-300, s)
+    assert wstat(m, s, np.zeros_like(s), 1e-9) == pytest.approx(c0, rel=1e-6)
