@@ -253,3 +253,29 @@ def test_output_is_valid_fits(bright_observation, calibrations, tmp_path):
     out.writeto(tmp_path / "cal.fits")
     with fits.open(tmp_path / "cal.fits") as hdul:
         hdul.verify("exception")
+
+
+def test_row_sums_equal_numpy_row_sums():
+    """calibrate._row_sums adds in numpy's order: identical to .sum(axis=1), rounding included."""
+    from bricks.calibrate import _row_sums
+
+    rng = np.random.default_rng(0)
+    values = rng.standard_normal((20_000, 9)) * 10.0 ** rng.integers(-8, 8, (20_000, 9))
+    values = values.astype(np.float32).astype(np.float64)
+    assert np.array_equal(_row_sums(values), values.sum(axis=1))
+
+
+def test_classify_patterns_equals_the_mask_table():
+    """PATTERN of random pixel energies: the pattern of each neighbour mask, 13 off-peak."""
+    from bricks.calibrate import _NEIGHBOURS, PATTERN_TABLE, classify_patterns
+
+    rng = np.random.default_rng(1)
+    pixel_ev = rng.normal(0.0, 80.0, (5_000, 9)).astype(np.float32)
+    pixel_ev[:, 4] += rng.uniform(0.0, 400.0, 5_000).astype(np.float32)
+    split = 60.0
+    above = pixel_ev[:, _NEIGHBOURS] >= split
+    code = (above * (1 << np.arange(8))).sum(axis=1)
+    expected = np.where(
+        (pixel_ev[:, _NEIGHBOURS] > pixel_ev[:, 4:5]).any(axis=1), 13, PATTERN_TABLE[code]
+    )
+    assert np.array_equal(classify_patterns(pixel_ev, split), expected)
