@@ -35,7 +35,7 @@ from bricks.wcs import (
 
 VERSION = "1.0.0"
 CALDB = ("TELDEF",)
-CHUNK_EVENTS = 1 << 18  # bounds the float64 temporaries of the projections
+CHUNK_EVENTS = 1 << 14  # float64 temporaries of 128 kB: in cache, their memory reused
 
 
 class CoordinatesConfig(BrickConfig):
