@@ -95,10 +95,11 @@ def matrix_rows(resolution: object) -> tuple[np.ndarray, np.ndarray, np.ndarray]
     kept = window >= LO_THRES
     first_kept = np.argmax(kept, axis=1)
     last_kept = WINDOW_CHANNELS - 1 - np.argmax(kept[:, ::-1], axis=1)
+    values = window.astype(np.float32)  # one cast; each row is a read-only view of it
+    values.setflags(write=False)
     rows = np.empty(len(window), dtype=object)
     for i in range(len(window)):  # ~1000 rows of different lengths: no vectorised form
-        rows[i] = window[i, first_kept[i] : last_kept[i] + 1].astype(np.float32)
-        rows[i].setflags(write=False)
+        rows[i] = values[i, first_kept[i] : last_kept[i] + 1]
     f_chan = (first + first_kept).astype(np.int32)
     n_chan = (last_kept - first_kept + 1).astype(np.int32)
     for array in (f_chan, n_chan, rows):
