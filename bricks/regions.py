@@ -168,16 +168,20 @@ def psf_grid(
         PSF fraction in each cell; read-only, shared by every call with these inputs.
     """
     steps = np.arange(-outer_pix, outer_pix + GRID_STEP_PIX, GRID_STEP_PIX)
-    gx, gy = np.meshgrid(steps, steps, indexing="xy")
-    r2 = gx**2 + gy**2
+    shape = (steps.size, steps.size)
+    # gx varies along axis 1, gy along axis 0 (meshgrid "xy"): read-only broadcast views
+    gx = np.broadcast_to(steps[None, :], shape)
+    gy = np.broadcast_to(steps[:, None], shape)
+    squares = steps**2
+    r2 = squares[None, :] + squares[:, None]  # gx**2 + gy**2, element by element
     # the density is elementwise: a row and a column of offsets broadcast to the grid,
     # so factors depending on one axis only (the PSF arms) are evaluated per axis
     offsets = steps * scale_arcmin
     density = np.asarray(psf.density(offsets[None, :], offsets[:, None]), dtype=float)
-    if density.shape != gx.shape:
-        density = np.broadcast_to(density, gx.shape).copy()
+    if density.shape != shape:
+        density = np.broadcast_to(density, shape).copy()
     weight = density * GRID_STEP_PIX**2 * scale_arcmin**2  # PSF density is per arcmin^2
-    for array in (gx, gy, r2, weight):
+    for array in (r2, weight):
         array.setflags(write=False)
     return gx, gy, r2, weight
 
