@@ -43,6 +43,7 @@ from bricks.regions import (
     live_exposure,
     require_columns,
 )
+from bricks.tables import column_template, filled_table
 
 VERSION = "1.0.0"
 #: Most bins a fixed-width light curve may have (guards against a tiny bin width).
@@ -410,7 +411,7 @@ def _initial_guess(
 
 def _rate_columns(
     bins: Bins, regions: ExtractionRegions | None, deadc: float, vignetting: float, errors: str
-) -> list[fits.Column]:
+) -> dict[str, np.ndarray]:
     width = bins.stop - bins.start
     exposure = bins.gti_time * deadc
     ratio = regions.area_ratio if regions else 0.0
@@ -423,22 +424,39 @@ def _rate_columns(
     )
     back = ratio * bins.bkg_counts * per_second
     back_err = ratio * poisson_sigma(bins.bkg_counts, errors) * per_second
-    return [
-        fits.Column("TIME", "D", unit="s", array=0.5 * (bins.start + bins.stop)),
-        fits.Column("TIMEDEL", "D", unit="s", array=width),
-        fits.Column("RATE", "E", unit="count/s", array=net),
-        fits.Column("ERROR", "E", unit="count/s", array=sigma * per_second * correction),
-        fits.Column("FRACEXP", "E", array=np.where(width > 0, exposure / width, 0.0)),
-        fits.Column("BACKV", "E", unit="count/s", array=back),
-        fits.Column("BACKE", "E", unit="count/s", array=back_err),
-        fits.Column("COUNTS", "J", unit="count", array=bins.src_counts),
-        fits.Column("BKG_CNTS", "J", unit="count", array=bins.bkg_counts),
-        fits.Column("EXPOSURE", "E", unit="s", array=exposure),
+    return {
+        "TIME": 0.5 * (bins.start + bins.stop),
+        "TIMEDEL": width,
+        "RATE": net,
+        "ERROR": sigma * per_second * correction,
+        "FRACEXP": np.where(width > 0, exposure / width, 0.0),
+        "BACKV": back,
+        "BACKE": back_err,
+        "COUNTS": bins.src_counts,
+        "BKG_CNTS": bins.bkg_counts,
+        "EXPOSURE": exposure,
+    }
+
+
+#: The RATE columns (OGIP/93-003), defined once.
+RATE_COLUMNS = column_template(
+    [
+        ("TIME", "D", "s"),
+        ("TIMEDEL", "D", "s"),
+        ("RATE", "E", "count/s"),
+        ("ERROR", "E", "count/s"),
+        ("FRACEXP", "E", None),
+        ("BACKV", "E", "count/s"),
+        ("BACKE", "E", "count/s"),
+        ("COUNTS", "J", "count"),
+        ("BKG_CNTS", "J", "count"),
+        ("EXPOSURE", "E", "s"),
     ]
+)
 
 
 def _rate_hdu(
-    columns: list[fits.Column],
+    columns: dict[str, np.ndarray],
     header: fits.Header,
     config: LightcurveConfig,
     regions: ExtractionRegions | None,
@@ -448,7 +466,7 @@ def _rate_hdu(
     exposure: float,
     observation: list[fits.Card] | None = None,
 ) -> fits.BinTableHDU:
-    hdu = fits.BinTableHDU.from_columns(columns, name="RATE")
+    hdu = filled_table(RATE_COLUMNS, columns, len(columns["TIME"]), "RATE")
     h = hdu.header
     apply_cards(h, observation if observation is not None else observation_cards(header))
     keywords = (

@@ -9,6 +9,8 @@ from typing import Any
 import numpy as np
 from astropy.io import fits
 
+from bricks.tables import column_template, filled_table
+
 #: Observation keywords carried from the L2 EVENTS header to every L3 product.
 OBSERVATION_KEYWORDS = (
     "TELESCOP",
@@ -114,18 +116,16 @@ def gti_hdu(
 
     ``cards`` are ``observation_cards(source_header)`` when the caller has them already.
     """
-    hdu = fits.BinTableHDU.from_columns(
-        [
-            fits.Column("START", "D", unit="s", array=intervals[:, 0]),
-            fits.Column("STOP", "D", unit="s", array=intervals[:, 1]),
-        ],
-        name="GTI",
+    hdu = filled_table(
+        GTI_COLUMNS, {"START": intervals[:, 0], "STOP": intervals[:, 1]}, len(intervals), "GTI"
     )
     apply_cards(hdu.header, observation_cards(source_header) if cards is None else cards)
     apply_cards(hdu.header, _GTI_CARDS)
     return hdu
 
 
+#: The GTI columns, defined once.
+GTI_COLUMNS = column_template([("START", "D", "s"), ("STOP", "D", "s")])
 _GTI_CARDS = (
     card("HDUCLASS", "OGIP", "format conforms to OGIP standards"),
     card("HDUCLAS1", "GTI", "good time intervals"),

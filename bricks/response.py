@@ -18,6 +18,7 @@ from astropy.io import fits
 from scipy.special import ndtr
 
 from bricks.ogip import apply_cards, card, observation_cards
+from bricks.tables import column_template, filled_table
 
 N_CHANNELS = 1024
 CHANNEL_EV = 10.0
@@ -31,6 +32,15 @@ RESPONSE_KEYWORDS = (
     ("HDUCLASS", "OGIP", "format conforms to OGIP standards"),
     ("CHANTYPE", "PI", "channels are PI (10 eV)"),
     ("DETCHANS", N_CHANNELS, "number of channels"),
+)
+
+
+#: The EBOUNDS and SPECRESP columns (CAL/GEN/92-002), defined once.
+EBOUNDS_COLUMNS = column_template(
+    [("CHANNEL", "J", None), ("E_MIN", "E", "keV"), ("E_MAX", "E", "keV")]
+)
+SPECRESP_COLUMNS = column_template(
+    [("ENERG_LO", "E", "keV"), ("ENERG_HI", "E", "keV"), ("SPECRESP", "E", "cm**2")]
 )
 
 
@@ -143,13 +153,11 @@ def rmf_hdulist(
         shared=False,
     )
     c_lo, c_hi = channel_bounds()
-    ebounds = fits.BinTableHDU.from_columns(
-        [
-            fits.Column("CHANNEL", "J", array=np.arange(N_CHANNELS, dtype=np.int32)),
-            fits.Column("E_MIN", "E", unit="keV", array=c_lo),
-            fits.Column("E_MAX", "E", unit="keV", array=c_hi),
-        ],
-        name="EBOUNDS",
+    ebounds = filled_table(
+        EBOUNDS_COLUMNS,
+        {"CHANNEL": np.arange(N_CHANNELS, dtype=np.int32), "E_MIN": c_lo, "E_MAX": c_hi},
+        N_CHANNELS,
+        "EBOUNDS",
     )
     _response_header(ebounds.header, instrument, "RESPONSE", "EBOUNDS", None)
     apply_cards(
@@ -188,14 +196,8 @@ def arf_hdulist(
     instrument = _instrument_cards(source_header, observation)
     lo, hi = energy_grid()
     specresp = np.asarray(area(0.5 * (lo + hi)), dtype=np.float64) * vignetting * psf_fraction
-    hdu = fits.BinTableHDU.from_columns(
-        [
-            fits.Column("ENERG_LO", "E", unit="keV", array=lo),
-            fits.Column("ENERG_HI", "E", unit="keV", array=hi),
-            fits.Column("SPECRESP", "E", unit="cm**2", array=specresp),
-        ],
-        name="SPECRESP",
-    )
+    values = {"ENERG_LO": lo, "ENERG_HI": hi, "SPECRESP": specresp}
+    hdu = filled_table(SPECRESP_COLUMNS, values, lo.size, "SPECRESP")
     _response_header(hdu.header, instrument, "RESPONSE", "SPECRESP", None)
     apply_cards(
         hdu.header,

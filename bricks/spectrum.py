@@ -33,6 +33,7 @@ from bricks.regions import (
     require_columns,
 )
 from bricks.response import N_CHANNELS, arf_hdulist, rmf_hdulist
+from bricks.tables import column_template, filled_table
 
 VERSION = "1.0.0"
 DETECTOR_AREA_PIX = 256.0 * 256.0
@@ -49,6 +50,13 @@ class SpectrumConfig(RegionConfig):
 
     good_pi_min: int = Field(20, ge=0, le=1023)
     good_pi_max: int = Field(1000, ge=0, le=1023)
+
+
+#: The SPECTRUM columns (OGIP/92-007 type I), defined once.
+SPECTRUM_COLUMNS = column_template(
+    [("CHANNEL", "J", None), ("COUNTS", "J", "count"), ("QUALITY", "I", None)]
+    + [("GROUPING", "I", None)]
+)
 
 
 def pi_histogram(pi: np.ndarray) -> np.ndarray:
@@ -96,14 +104,16 @@ def pha_hdulist(
     quality = np.where(
         (channel >= config.good_pi_min) & (channel <= config.good_pi_max), 0, 5
     ).astype(np.int16)
-    hdu = fits.BinTableHDU.from_columns(
-        [
-            fits.Column("CHANNEL", "J", array=channel),
-            fits.Column("COUNTS", "J", unit="count", array=counts.astype(np.int32)),
-            fits.Column("QUALITY", "I", array=quality),
-            fits.Column("GROUPING", "I", array=np.ones(N_CHANNELS, dtype=np.int16)),
-        ],
-        name="SPECTRUM",
+    hdu = filled_table(
+        SPECTRUM_COLUMNS,
+        {
+            "CHANNEL": channel,
+            "COUNTS": counts.astype(np.int32),
+            "QUALITY": quality,
+            "GROUPING": np.ones(N_CHANNELS, dtype=np.int16),
+        },
+        N_CHANNELS,
+        "SPECTRUM",
     )
     h = hdu.header
     if observation is None:

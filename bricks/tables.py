@@ -80,3 +80,23 @@ def select_rows(table: fits.BinTableHDU, rows: np.ndarray) -> fits.BinTableHDU:
         if card.keyword not in hdu.header:
             hdu.header[card.keyword] = (card.value, card.comment)
     return hdu
+
+
+def column_template(columns: Sequence[tuple[str, str, str | None]]) -> fits.ColDefs:
+    """Column definitions (name, TFORM, unit) without values, made once for a table layout."""
+    return fits.ColDefs([fits.Column(name, tform, unit=unit) for name, tform, unit in columns])
+
+
+def filled_table(
+    template: fits.ColDefs, values: dict[str, np.ndarray], nrows: int, name: str
+) -> fits.BinTableHDU:
+    """The table ``from_columns`` makes of the template's columns holding ``values``.
+
+    The columns are defined once (:func:`column_template`; astropy's ``Column`` checks
+    cost ~0.05 ms each per call) and the new table is filled in place, each value
+    converted to its column's type as ``fits.Column(array=...)`` would.
+    """
+    hdu = fits.BinTableHDU.from_columns(template, nrows=nrows, name=name)
+    for column, array in values.items():
+        hdu.data[column][...] = array
+    return hdu
