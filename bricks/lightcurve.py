@@ -338,8 +338,9 @@ def _newton_decay(
     ``norm * live * integral(lo, hi, alpha)`` with respect to the parameters. Each step
     is halved until W does not increase; a Hessian that is not positive definite
     takes a gradient step instead. None when alpha comes within 1e-3 of 1 (the
-    integral's closed form is then ill-conditioned), W is not finite, or the
-    iterations run out: the caller then uses the simplex.
+    integral's closed form is then ill-conditioned), W is not finite, no step lowers
+    W while the expected decrease is not negligible, or the iterations run out: the
+    caller then uses the simplex.
     """
     params = np.asarray(start, dtype=np.float64).copy()
     value = _decay_wstat(params, lo, hi, live, statistic)
@@ -382,8 +383,8 @@ def _newton_decay(
             if trial_value <= value:
                 break
             size *= 0.5
-        else:
-            return params, value  # no step lowers W: at the minimum, to rounding
+        else:  # no step lowers W: at the minimum to rounding, unless W still slopes
+            return (params, value) if abs(float(gradient @ step)) < 1e-8 else None
         moved = float(np.max(np.abs(trial - params)))
         params, value = trial, trial_value
         if moved < NEWTON_STEP:
