@@ -199,9 +199,10 @@ class TopicConnector:
                     else:
                         await self._forward(binding, source, msg)
         finally:
-            # stopped: calls in flight end unacked, and JetStream redelivers them
+            # stopped: the calls in flight are cancelled and hand their messages back
             for task in inflight:
                 task.cancel()
+            await asyncio.gather(*inflight, return_exceptions=True)
             with contextlib.suppress(Exception):
                 await sub.unsubscribe()
 
