@@ -322,7 +322,7 @@ def fit_decay(
     }
 
 
-#: Newton stops when a step moves (log10 norm, alpha) by less than this.
+#: Newton stops when its full step would move (log10 norm, alpha) by less than this.
 NEWTON_STEP = 1e-10
 NEWTON_MAX_ITERATIONS = 60
 _LN10 = math.log(10.0)
@@ -372,7 +372,8 @@ def _newton_decay(
             ]
         )
         hessian[0, 1] = hessian[1, 0]
-        if hessian[0, 0] > 0 and np.linalg.det(hessian) > 0:
+        convex = bool(hessian[0, 0] > 0 and np.linalg.det(hessian) > 0)
+        if convex:
             step = -np.linalg.solve(hessian, gradient)
         else:
             step = -gradient / max(float(np.max(np.abs(gradient))), 1.0)
@@ -385,9 +386,10 @@ def _newton_decay(
             size *= 0.5
         else:  # no step lowers W: at the minimum to rounding, unless W still slopes
             return (params, value) if abs(float(gradient @ step)) < 1e-8 else None
-        moved = float(np.max(np.abs(trial - params)))
         params, value = trial, trial_value
-        if moved < NEWTON_STEP:
+        # converged when the whole Newton step of a convex W is below the tolerance
+        # (not the step taken: one halved many times on a flat W is short, not final)
+        if convex and float(np.max(np.abs(step))) < NEWTON_STEP:
             return params, value
     return None
 

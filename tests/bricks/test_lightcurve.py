@@ -354,3 +354,44 @@ def test_wstat_object_equals_wstat_function():
     # without background counts and a tiny area ratio, W tends to Cash's C (up to a constant)
     c0 = cash_statistic(m, s) - cash_statistic(s + 1e-300, s)
     assert wstat(m, s, np.zeros_like(s), 1e-9) == pytest.approx(c0, rel=1e-6)
+
+
+def _power_law_bins(alpha: float, noise: bool) -> tuple[Bins, np.ndarray]:
+    """400 log-spaced bins from 100 s to 20 ks of a decay of index ``alpha``."""
+    from bricks.lightcurve import power_law_integral
+
+    n = 400
+    edges = np.geomspace(100.0, 20_000.0, n + 1)
+    lo, hi = edges[:-1], edges[1:]
+    counts = 4000.0 * power_law_integral(lo, hi, alpha)
+    if noise:
+        counts = np.random.default_rng(11).poisson(counts).astype(float)
+    return Bins(lo, hi, counts, np.zeros(n), hi - lo), np.ones(n)
+
+
+def _newton_on(bins: Bins, live: np.ndarray):
+    from bricks.fitting import WStat
+    from bricks.lightcurve import _initial_guess, _newton_decay
+
+    zeros = np.zeros_like(live)
+    start = _initial_guess(bins.start, bins.stop, live, bins.src_counts, zeros)
+    statistic = WStat(bins.src_counts, zeros, 0.1)
+    return _newton_decay(start, bins.start, bins.stop, live, statistic)
+
+
+def test_decay_fit_at_alpha_one_falls_back_to_the_simplex():
+    """At alpha = 1 Newton's closed-form integral is ill-conditioned and it gives up;
+    the simplex then fits, and the brick's fit is still right."""
+    bins, live = _power_law_bins(1.0, noise=False)
+    assert _newton_on(bins, live) is None
+    fit = fit_decay(bins, live, 0.1, 1.0, 0.0)
+    assert fit["status"] == "ok" and fit["alpha"] == pytest.approx(1.0, abs=1e-3)
+
+
+def test_decay_fit_by_newton_recovers_alpha():
+    bins, live = _power_law_bins(1.3, noise=True)
+    newton = _newton_on(bins, live)
+    assert newton is not None
+    fit = fit_decay(bins, live, 0.1, 1.0, 0.0)
+    assert fit["status"] == "ok" and fit["alpha"] == pytest.approx(newton[0][1], abs=1e-9)
+    assert fit["alpha"] == pytest.approx(1.3, abs=3 * fit["alpha_err"])
