@@ -18,7 +18,8 @@ An observation without events or without a significant source yields an empty so
 list and a position whose ``status`` is ``"no_detection"``, never an error.
 
 The exposure is evaluated only where detect needs it (:class:`bricks.exposure.
-ObservationExposure`): every second sky pixel for the search's footprint, and the
+ObservationExposure`): for the search's footprint, 2 × 2 samples per binned pixel
+(every sky pixel when ``search_binning`` is odd), and the
 fit's aperture grid pixel by pixel, relative to the on-axis exposure.
 """
 

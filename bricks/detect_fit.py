@@ -345,7 +345,7 @@ def _newton_step(hess: np.ndarray, grad: np.ndarray) -> np.ndarray:
     return -grad / np.maximum(np.abs(np.diag(hess)), 1e-300)
 
 
-def _background_only_cash(ap: Aperture, psf: Psf, roll_deg: float, ln_b: float) -> float:
+def _background_only_cash(ap: Aperture, ln_b: float) -> float:
     """Cash statistic without the source: the background (and other sources) alone.
 
     The source term is dropped rather than evaluated at a vanishing ``N``: the same
@@ -449,8 +449,8 @@ def fit_position(
     def objective(p: np.ndarray) -> float:
         return _cash_at(ap, psf_values(p[0], p[1]), np.exp(p[2]), np.exp(p[3]))
 
-    # N and b are profiled (exact Newton at each position), so the simplex moves in the
-    # position only: a third of the Cash evaluations of a four-parameter simplex.
+    # N and b are profiled (exact Newton at each position), so the minimiser moves in the
+    # position only: a third of the Cash evaluations of a four-parameter one.
     counts = [n0, b0]
 
     def profile(p: np.ndarray) -> float:
@@ -486,7 +486,7 @@ def fit_position(
         background_per_arcmin2=float(np.exp(best[3])),
         err90_stat_arcsec=60.0 * circular_radius90(cov),
         cov_arcmin2=((float(cov[0, 0]), float(cov[0, 1])), (float(cov[1, 0]), float(cov[1, 1]))),
-        ts=max(_background_only_cash(ap, psf, roll_deg, float(best[3])) - objective(best), 0.0),
+        ts=max(_background_only_cash(ap, float(best[3])) - objective(best), 0.0),
         n_events=n_ev,
         converged=converged,
     )
@@ -544,8 +544,8 @@ def _newton_minimise(
     Returns
     -------
     position, converged
-        Converged once the Newton step from the position is shorter than
-        :data:`_POSITION_TOLERANCE`.
+        Converged once the Hessian is positive definite (a minimum, not a saddle) and
+        the Newton step from the position is shorter than :data:`_POSITION_TOLERANCE`.
     """
     x = np.asarray(start, dtype=float).copy()
     f0 = f(x)
@@ -557,9 +557,10 @@ def _newton_minimise(
         huu = (fpu - 2.0 * f0 + fmu) / step**2
         hvv = (fpv - 2.0 * f0 + fmv) / step**2
         huv = (fpp + fmm - fpu - fmu - fpv - fmv + 2.0 * f0) / (2.0 * step**2)
-        delta = _newton_step(np.array([[huu, huv], [huv, hvv]]), grad)
+        hessian = np.array([[huu, huv], [huv, hvv]])
+        delta = _newton_step(hessian, grad)
         length = float(np.hypot(*delta))
-        if length < _POSITION_TOLERANCE:
+        if length < _POSITION_TOLERANCE and _positive_definite(hessian):
             # converged: stay on the stencil's centre, whose neighbours the covariance's
             # finite differences (same step) then find evaluated already
             return x, True

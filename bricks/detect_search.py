@@ -9,8 +9,8 @@ locally on a mesh of blocks with clipped means, the sources found so far masked
 (:func:`local_background`); sources are taken one at a time, brightest first, each
 removed from the filtered image before the next is sought (:func:`_clean_peaks`).
 
-The detect brick runs the search on the image binned 4 × 4 (:func:`bin_image`, 54″
-pixels against a 3.4′ σ core: kernel 67², FFTs of 162²) with the fraction of each
+The detect brick runs the search on the image binned ``search_binning`` × ``search_binning``
+(:func:`bin_image`; by default 4 × 4, 54″ pixels against a 3.4′ σ core) with the fraction of each
 binned pixel the detector saw as footprint; a peak's position is refined to a fraction
 of a pixel by a parabola (:func:`_peak_offset`), and the position fit that follows
 works on the unbinned events.
@@ -299,28 +299,14 @@ def _block_weights(n_blocks: int, block_pix: int) -> tuple[np.ndarray, np.ndarra
 def _interpolate_blocks(local: np.ndarray, block_pix: int) -> np.ndarray:
     """Bilinear interpolation of the block map ``local`` to pixels (both axes, in turn).
 
-    The values of ``_block_interpolation(by) @ local @ _block_interpolation(bx).T`` from
-    two gathers per axis, without BLAS: a small threaded matrix product took
-    milliseconds on a busy machine.
+    ``ndimage.zoom(order=1, mode="nearest", grid_mode=True)`` between block centres, by
+    two gathers per axis: neither zoom nor a BLAS matrix product (threaded, it took
+    milliseconds on a busy machine).
     """
     ly, uy, fy = _block_weights(local.shape[0], block_pix)
     lx, ux, fx = _block_weights(local.shape[1], block_pix)
     rows = local[ly] * (1.0 - fy)[:, None] + local[uy] * fy[:, None]
     return rows[:, lx] * (1.0 - fx) + rows[:, ux] * fx
-
-
-def _block_interpolation(n_blocks: int, block_pix: int) -> np.ndarray:
-    """Linear interpolation from block centres to pixels, ``(n_blocks · block_pix, n_blocks)``.
-
-    The matrix form of ``ndimage.zoom(order=1, mode="nearest", grid_mode=True)`` along
-    one axis: applied on both sides of the small block map it costs a fraction of zoom.
-    """
-    lower, upper, frac = _block_weights(n_blocks, block_pix)
-    rows = np.arange(lower.size)
-    weights = np.zeros((lower.size, n_blocks))
-    np.add.at(weights, (rows, lower), 1.0 - frac)
-    np.add.at(weights, (rows, upper), frac)
-    return weights
 
 
 def find_sources(

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 from astropy.io import fits
 from astropy.wcs import WCS
+from pydantic import Field
 
 from bricks.base import Brick, BrickConfig
 from bricks.calibration import BadPixels, Geometry, Vignetting
@@ -29,7 +30,7 @@ from bricks.detect_frame import (
 )
 from bricks.errors import BadInput
 from bricks.products import EXPMAP, L2_EVENTS
-from bricks.wcs import SKY_NPIX, detector_to_sky_offsets
+from bricks.wcs import SKY_NPIX, detector_to_sky_offsets, sky_to_detector_offsets
 
 VERSION = "1.0.0"
 
@@ -47,8 +48,8 @@ class ExposureConfig(BrickConfig):
         Also zero the pixels next to bad pixels and columns (screen drops their events).
     """
 
-    position_step_pix: float = 0.5
-    roll_step_deg: float = 0.1
+    position_step_pix: float = Field(0.5, ge=0.01, le=100.0)
+    roll_step_deg: float = Field(0.1, ge=0.001, le=90.0)
     exclude_bad_neighbours: bool = True
 
 
@@ -116,17 +117,14 @@ def _seen(
     """Detector weight seen at pointing ``p`` by the sky pixels centred on ``(xs, ys)``.
 
     ``xs``, ``ys`` broadcast together (a row and a column, or two equal shapes); the
-    arithmetic of ``sky_to_detector_offsets`` then ``floor(axis + d + 0.5)``, in place.
+    offsets turned by ``sky_to_detector_offsets``, then ``floor(axis + d + 0.5)`` in place.
     """
     ny, nx = shape
-    dx_sky, dy_sky = xs - p.x, ys - p.y
-    c, s = np.cos(np.radians(p.roll_deg)), np.sin(np.radians(p.roll_deg))
-    rawx = np.add(dx_sky * c, dy_sky * s)
+    rawx, rawy = sky_to_detector_offsets(xs - p.x, ys - p.y, p.roll_deg)
     rawx += geometry.axis_x
     rawx += 0.5
     np.floor(rawx, out=rawx)
     np.clip(rawx, -1.0, nx, out=rawx)
-    rawy = np.add(-dx_sky * s, dy_sky * c)
     rawy += geometry.axis_y
     rawy += 0.5
     np.floor(rawy, out=rawy)
