@@ -61,6 +61,12 @@ def card(keyword: str, value: Any, comment: str = "") -> fits.Card:
     image cache is keyed on the value's type and repr too, so ``True``, ``1``, ``1.0``
     and ``-0.0`` stay distinct); the card returned is parsed from that image only when
     read. astropy spends ~12 µs on every ``Card(...)``, ~0.5 µs on this.
+
+    The value read back is the one the file will hold: a float is rounded to the
+    20-character FITS field (``1.2345678901234567e-06`` reads ``1.23456789012345e-06``)
+    and an over-long comment is truncated (with astropy's VerifyWarning, once per
+    process), in memory as after a write and read. Bricks chained in process therefore
+    see the values a function chain, which passes files, sees.
     """
     try:
         image = _card_image(keyword, value, comment, (type(value), repr(value)))
