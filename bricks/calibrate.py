@@ -224,32 +224,33 @@ def _events_hdu(
 ) -> fits.BinTableHDU:
     data = events.data
     columns = [
-        ColumnSpec("TIME", "1D", "s", data["TIME"]),
-        ColumnSpec("FRAME", "1J", None, data["FRAME"]),
-        ColumnSpec("RAWX", "1I", "pixel", data["RAWX"]),
-        ColumnSpec("RAWY", "1I", "pixel", data["RAWY"]),
-        ColumnSpec("PHAS", "9I", "adu", data["PHAS"]),
-        ColumnSpec("PHA", "1J", "adu", calibrated["PHA"]),
-        ColumnSpec("PI", "1J", "chan", calibrated["PI"]),
-        ColumnSpec("ENERGY", "1E", "eV", calibrated["ENERGY"]),
-        ColumnSpec("PATTERN", "1I", None, calibrated["PATTERN"]),
-        ColumnSpec("STATUS", "1I", None, calibrated["STATUS"]),
+        ColumnSpec(name, tform, unit, calibrated[name] if name in calibrated else data[name])
+        for name, tform, unit in _EVENTS_LAYOUT
     ]
     hdu = table_hdu(columns, len(data), "EVENTS")
     copy_header_keywords(events.header, hdu.header)
     # the observation keywords (pointing, object, trigger) travel with the events from here on
     copy_header_keywords(primary, hdu.header)
-    names = hdu.columns.names
-    if tuple(names) != _EVENTS_COLUMNS:  # the constant cards number the columns
-        raise RuntimeError(f"calibrated EVENTS columns {names} != {_EVENTS_COLUMNS}")
     apply_cards(hdu.header, _EVENTS_CARDS)
     hdu.header["SPLITTHR"] = (float(calibrated["split_ev"]), "[eV] split threshold")
     hdu.header["EVENTTHR"] = (float(calibrated["event_ev"]), "[eV] event threshold")
     return hdu
 
 
-_EVENTS_COLUMNS = ("TIME", "FRAME", "RAWX", "RAWY", "PHAS", "PHA", "PI", "ENERGY")
-_EVENTS_COLUMNS += ("PATTERN", "STATUS")
+#: The calibrated EVENTS columns (name, TFORM, unit): the L0 ones, then the calibration's.
+_EVENTS_LAYOUT = (
+    ("TIME", "1D", "s"),
+    ("FRAME", "1J", None),
+    ("RAWX", "1I", "pixel"),
+    ("RAWY", "1I", "pixel"),
+    ("PHAS", "9I", "adu"),
+    ("PHA", "1J", "adu"),
+    ("PI", "1J", "chan"),
+    ("ENERGY", "1E", "eV"),
+    ("PATTERN", "1I", None),
+    ("STATUS", "1I", None),
+)
+_EVENTS_COLUMNS = tuple(name for name, _, _ in _EVENTS_LAYOUT)
 _LIMITS = {
     "RAWX": (DETECTOR_TLMIN, DETECTOR_TLMAX),
     "RAWY": (DETECTOR_TLMIN, DETECTOR_TLMAX),
