@@ -41,6 +41,7 @@ from bricks.calibration import (
     Gain,
     Pedestal,
     require_calibration,
+    with_neighbours,
 )
 from bricks.errors import Unprocessable
 from bricks.l0 import DETECTOR_TLMAX, DETECTOR_TLMIN, RAW_MAX, RAW_MIN, validate_l0
@@ -108,11 +109,7 @@ def status_image(badpix: BadPixels, npix: int = 256) -> np.ndarray:
     column = np.zeros((npix, npix), dtype=bool)
     column[:, badpix.bad_columns] = True
     bad = hot | column
-    padded = np.pad(bad, 1)
-    near = np.zeros_like(bad)
-    for dy in range(3):
-        for dx in range(3):
-            near |= padded[dy : dy + npix, dx : dx + npix]
+    near = with_neighbours(bad)
     image[hot] |= STATUS_HOT_PIXEL
     image[column] |= STATUS_BAD_COLUMN
     image[near & ~bad] |= STATUS_NEIGHBOUR_OF_BAD
