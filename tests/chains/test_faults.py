@@ -40,20 +40,25 @@ def assert_products_once(runs: RunsClient, run_id: str) -> list[dict[str, Any]]:
     return products
 
 
-def test_brick_killed_mid_run_is_restarted_and_the_run_completes(
-    runs: RunsClient, observation_factory: Any
-) -> None:
-    l0, _ = observation_factory()
+def kill_mid_run_then_complete(runs: RunsClient, l0: Any, function: str) -> None:
+    """SIGKILL every replica of ``function`` once calibrate is dispatched; the run must
+    still succeed, on new replicas, with every product registered once."""
     run_id = runs.started(runs.upload_raw(l0, l0[0].header["OBS_ID"]))["run_id"]
     wait_for_task(runs, run_id, "calibrate", ("dispatched", "running"))
-    victims = runs.stack.replica_pids("brick-calibrate")
+    victims = runs.stack.replica_pids(function)
     assert victims
     for pid in victims:
         psutil.Process(pid).send_signal(signal.SIGKILL)
     run = runs.wait(run_id)
     assert run["state"] == "succeeded", run["reason"]
-    assert not set(victims) & set(runs.stack.replica_pids("brick-calibrate"))
+    assert not set(victims) & set(runs.stack.replica_pids(function))
     assert len(assert_products_once(runs, run_id)) == 20
+
+
+def test_brick_killed_mid_run_is_restarted_and_the_run_completes(
+    runs: RunsClient, observation_factory: Any
+) -> None:
+    kill_mid_run_then_complete(runs, observation_factory()[0], "brick-calibrate")
 
 
 def test_advance_killed_mid_run_its_completions_are_redelivered(
@@ -61,17 +66,7 @@ def test_advance_killed_mid_run_its_completions_are_redelivered(
 ) -> None:
     """orchestrator-advance (delivered directly by the connector) killed while bricks
     run: completions wait for its restart, or come back by redelivery if the call broke."""
-    l0, _ = observation_factory(seed=31)
-    run_id = runs.started(runs.upload_raw(l0, l0[0].header["OBS_ID"]))["run_id"]
-    wait_for_task(runs, run_id, "calibrate", ("dispatched", "running"))
-    victims = runs.stack.replica_pids("orchestrator-advance")
-    assert victims
-    for pid in victims:
-        psutil.Process(pid).send_signal(signal.SIGKILL)
-    run = runs.wait(run_id)
-    assert run["state"] == "succeeded", run["reason"]
-    assert not set(victims) & set(runs.stack.replica_pids("orchestrator-advance"))
-    assert len(assert_products_once(runs, run_id)) == 20
+    kill_mid_run_then_complete(runs, observation_factory(seed=31)[0], "orchestrator-advance")
 
 
 def test_twenty_observations_at_once_all_complete(
