@@ -177,7 +177,12 @@ async def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        stack = EmbeddedStack(write_stack(root / "stack.yml", ["echo"]), root / "data").start()
+        # the async benchmark's callback receiver listens on loopback, refused unless listed
+        stack = EmbeddedStack(
+            write_stack(root / "stack.yml", ["echo"]),
+            root / "data",
+            env={"MXT_CALLBACK_ALLOW": "127.0.0.1"},
+        ).start()
         try:
             gateway_url, direct_url = stack.url + "/function/echo", stack.replica_urls("echo")[0]
             await asyncio.sleep(1.0)

@@ -13,7 +13,6 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from importlib.metadata import version
 from typing import Any
-from urllib.parse import urlsplit
 
 import orjson
 from nats.errors import Error as NatsError
@@ -27,6 +26,7 @@ from bricks.errors import BadInput, Conflict, MxtError, NotFound, PayloadTooLarg
 from gateway import messages as m
 from gateway.calls import enqueue
 from gateway.deadletters import list_dead_letters, redrive
+from gateway.egress import EgressPolicy
 from gateway.functions import FunctionSpec
 from gateway.platform import Platform
 from gateway.provider import Deployment
@@ -86,6 +86,7 @@ async def json_body(request: Request) -> dict[str, Any]:
 def create_api(platform: Platform) -> Starlette:
     """The Starlette app of the API, bound to a platform."""
     provider = platform.provider
+    callback_policy = EgressPolicy.from_setting(platform.settings.callback_allow)
 
     def deployment_of(name: str) -> Deployment:
         deployment = provider.deployments.get(name)
@@ -218,7 +219,7 @@ def create_api(platform: Platform) -> Starlette:
             body_b64=m.AsyncCall.encode_body(
                 await _limited_body(request, platform.settings.max_async_body_bytes)
             ),
-            callback_url=_callback_url(request),
+            callback_url=await _callback_url(request, callback_policy),
         )
         queued = await enqueue(platform.js, platform.calls, call)
         headers = {"X-Call-Id": call.call_id, "X-Start-Time": str(int(call.enqueued_at * 1e9))}
@@ -318,16 +319,15 @@ def _call_id(request: Request) -> str:
     return supplied
 
 
-def _callback_url(request: Request) -> str | None:
+async def _callback_url(request: Request, policy: EgressPolicy) -> str | None:
+    """The request's ``X-Callback-Url`` if the outbound policy allows it (400 naming why not).
+
+    The host is resolved now and again when the worker connects (``gateway.egress``).
+    """
     url = request.headers.get("x-callback-url")
     if url is None:
         return None
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise BadInput(
-            f"header X-Callback-Url must be an http(s) URL, not {url!r}", field="X-Callback-Url"
-        )
-    return url
+    return await policy.check(url)
 
 
 async def _limited_body(request: Request, limit: int) -> bytes:

@@ -52,6 +52,12 @@ class GatewaySettings(BaseSettings):
     # 2.1 s and 18.8 s; 4 at once 1.4 s and 30 s)
     start_concurrency: int = 0
     log_lines: int = 2000
+    # callbacks (X-Callback-Url) go to public addresses only, plus these comma-separated
+    # patterns: names, *.example.org, addresses, CIDR blocks, each maybe with :port
+    # (gateway/egress.py), e.g. "127.0.0.1/32,hooks.example.org:443"
+    callback_allow: str = ""
+    # seconds one callback attempt may take in all (connect, send, answer's headers)
+    callback_timeout: float = 10.0
 
     @cached_property
     def secrets_path(self) -> Path:

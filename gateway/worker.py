@@ -33,6 +33,7 @@ from bricks.errors import NotFound, classify_status
 from gateway import messages as m
 from gateway.auth import basic_auth_header
 from gateway.calls import CallStore
+from gateway.egress import EgressPolicy, EgressRefused, client_session
 from gateway.provider import FunctionUnavailable, LocalProvider
 from gateway.pull import Puller
 from gateway.settings import GatewaySettings
@@ -42,6 +43,7 @@ log = logging.getLogger("mxt.gateway.worker")
 PROGRESS_PERIOD = 10.0  # seconds between in_progress() of a long call (ack_wait is 30 s)
 CALLBACK_DELAYS = (0.2, 1.0, 3.0)  # seconds before each callback retry
 COMPLETION_BODY_LIMIT = 256 * 1024  # bytes of the function's body kept in a completion
+CALLBACK_ANSWER_LIMIT = 1024  # bytes of a callback receiver's answer read (for the log)
 DRAIN_TIMEOUT = 10.0  # seconds calls in flight get to finish on stop
 NATS_OUTAGE = 60.0  # seconds an outcome waits for NATS to come back before giving up
 T = TypeVar("T")
@@ -152,9 +154,15 @@ class QueueWorker:
         self._loop_task: asyncio.Task[None] | None = None
         self._slot_freed = asyncio.Event()
         self.session: aiohttp.ClientSession | None = None
+        # callbacks go to URLs callers chose: a session of their own, under the policy
+        self.callback_policy = EgressPolicy.from_setting(settings.callback_allow)
+        self.callback_session: aiohttp.ClientSession | None = None
 
     async def start(self) -> None:
         """Bind to the durable consumer and start pulling."""
+        self.callback_session = client_session(
+            self.callback_policy, connector_options={"keepalive_timeout": 30}, auto_decompress=False
+        )
         self.session = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=0, keepalive_timeout=30),
             auto_decompress=False,
@@ -178,6 +186,8 @@ class QueueWorker:
             await self.sub.unsubscribe()
         if self.session is not None:
             await self.session.close()
+        if self.callback_session is not None:
+            await self.callback_session.close()
 
     async def _pull_loop(self) -> None:
         limit = self.settings.worker_concurrency
@@ -370,18 +380,30 @@ class QueueWorker:
             ),
         )
         if call.callback_url:
-            await self.callback(call, outcome, status.attempts)
+            # up to four attempts of callback_timeout each: keep the message from redelivery
+            progress = asyncio.create_task(keep_alive(msg))
+            try:
+                await self.callback(call, outcome, status.attempts)
+            finally:
+                progress.cancel()
         await msg.ack()
 
     async def callback(self, call: m.AsyncCall, outcome: Outcome, attempts: int) -> bool:
         """POST the function's answer to ``X-Callback-Url``; retried a few times.
+
+        Through :attr:`callback_session` only (``gateway.egress``: the outbound policy
+        judged again at connect time). Redirects are not followed (a 3xx fails the
+        callback), each attempt takes at most ``callback_timeout`` seconds, the
+        receiver's answer is read up to ``CALLBACK_ANSWER_LIMIT`` bytes, and a function
+        body over ``COMPLETION_BODY_LIMIT`` bytes is not sent (as in the completion:
+        ``X-Function-Body-Truncated: true``, its size in ``X-Function-Body-Bytes``).
 
         Returns
         -------
         bool
             Whether the receiver answered with a 2xx.
         """
-        assert self.session is not None and call.callback_url
+        assert self.callback_session is not None and call.callback_url
         headers = {
             "X-Call-Id": call.call_id,
             "X-Function-Name": call.function,
@@ -389,24 +411,39 @@ class QueueWorker:
             "X-Duration-Seconds": f"{outcome.duration:.6f}",
             "X-Retry-Count": str(max(0, attempts - 1)),
         }
-        if outcome.content_type:
+        body = outcome.body
+        if len(body) > COMPLETION_BODY_LIMIT:
+            headers["X-Function-Body-Truncated"] = "true"
+            headers["X-Function-Body-Bytes"] = str(len(body))
+            body = b""
+        elif outcome.content_type:
             headers["Content-Type"] = outcome.content_type
+        failure = "no attempt"
         for delay in (0.0, *CALLBACK_DELAYS):
             await asyncio.sleep(delay)
             try:
-                async with self.session.post(
+                async with self.callback_session.post(
                     call.callback_url,
-                    data=outcome.body,
+                    data=body,
                     headers=headers,
-                    timeout=aiohttp.ClientTimeout(total=10),
+                    allow_redirects=False,
+                    timeout=aiohttp.ClientTimeout(total=self.settings.callback_timeout),
                 ) as resp:
                     if resp.status < 300:
                         return True
+                    answer = await resp.content.read(CALLBACK_ANSWER_LIMIT)
+                    failure = f"HTTP {resp.status}: {answer.decode('utf-8', 'replace')!r}"
+                    if resp.status < 400:
+                        failure += " (redirects are not followed)"
                     if resp.status < 500 and resp.status not in (408, 429):
                         break
-            except (aiohttp.ClientError, TimeoutError):
+            except EgressRefused as exc:
+                failure = exc.reason  # DNS now points somewhere refused: no retry
+                break
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                failure = f"{type(exc).__name__}: {exc}"
                 continue
-        log.error("callback of call %s to %s failed", call.call_id, call.callback_url)
+        log.error("callback of call %s to %s failed: %s", call.call_id, call.callback_url, failure)
         return False
 
 

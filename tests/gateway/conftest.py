@@ -57,6 +57,8 @@ STACK_ENV = {
     "MXT_RETRY_BASE_DELAY": "0.3",
     "MXT_RETRY_MAX_DELAY": "5",
     "MXT_MAX_ATTEMPTS": "8",
+    # the callback tests' receivers listen on loopback, refused unless listed
+    "MXT_CALLBACK_ALLOW": "127.0.0.1",
 }
 
 
