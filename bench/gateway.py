@@ -39,9 +39,13 @@ HEADERS = {"Content-Type": "application/json"}
 
 
 def write_stack(path: Path, names: list[str]) -> Path:
-    """A stack file running the ``echo`` handler under each name."""
-    handler = str(REPO / "functions/echo")
-    return write_stack_file(path, {n: {"lang": "python3-mxt", "handler": handler} for n in names})
+    """A stack file running the ``echo`` handler under each name (public, as in tests)."""
+    entry = {
+        "lang": "python3-mxt",
+        "handler": str(REPO / "tests/functions/echo"),
+        "annotations": {"com.mxt.access": "public"},
+    }
+    return write_stack_file(path, dict.fromkeys(names, entry))
 
 
 async def load(

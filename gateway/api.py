@@ -24,17 +24,25 @@ from starlette.routing import Route
 
 from bricks.errors import BadInput, Conflict, MxtError, NotFound, PayloadTooLarge, Transient
 from gateway import messages as m
+from gateway.auth import PRINCIPAL_KEY, Principal
 from gateway.calls import enqueue
 from gateway.deadletters import list_dead_letters, redrive
 from gateway.egress import EgressPolicy
 from gateway.functions import FunctionSpec
 from gateway.platform import Platform
+from gateway.policy import safe_subpath
 from gateway.provider import Deployment
-from gateway.proxy import HOP_BY_HOP
+from gateway.proxy import (
+    CREDENTIALS,
+    HOP_BY_HOP,
+    PLATFORM_HEADER_LOWER,
+    PLATFORM_ONLY_PREFIX,
+    namespaced_call_id,
+)
 
 MAX_REPLICAS = 32
 # request headers that stay with the gateway instead of travelling with an async call
-_NOT_FORWARDED = HOP_BY_HOP | {b"authorization", b"x-call-id", b"x-callback-url", b"cookie"}
+_NOT_FORWARDED = HOP_BY_HOP | CREDENTIALS | {b"x-call-id", b"x-callback-url", PLATFORM_HEADER_LOWER}
 
 
 def iso(timestamp: float) -> str:
@@ -115,6 +123,10 @@ def create_api(platform: Platform) -> Starlette:
             }
         )
 
+    async def whoami(request: Request) -> JSONResponse:
+        principal: Principal = request.scope[PRINCIPAL_KEY]
+        return JSONResponse({"user": principal.name, "role": principal.role.name.lower()})
+
     async def list_functions(request: Request) -> JSONResponse:
         return JSONResponse([function_status(d) for d in provider.deployments.values()])
 
@@ -123,7 +135,9 @@ def create_api(platform: Platform) -> Starlette:
 
     async def deploy(request: Request) -> Response:
         spec = FunctionSpec.from_deploy_request(
-            await json_body(request), platform.settings.stack_file.resolve().parent
+            await json_body(request),
+            platform.settings.stack_file.resolve().parent,
+            provider.deploy_roots(),
         )
         exists = spec.name in provider.deployments
         if request.method == "POST" and exists:
@@ -196,26 +210,16 @@ def create_api(platform: Platform) -> Starlette:
         return JSONResponse(status.model_dump(mode="json"))
 
     async def invoke_async(request: Request) -> Response:
+        # admitted by gateway.app with the function's access level
         deployment = deployment_of(request.path_params["name"])
-        if deployment.spec.write_protected and not platform.auth.allows(
-            request.headers.get("authorization")
-        ):
-            return JSONResponse(
-                {"kind": "bad_input", "reason": "basic auth required for this function"},
-                status_code=401,
-                headers={"WWW-Authenticate": 'Basic realm="mxt"'},
-            )
+        principal: Principal = request.scope[PRINCIPAL_KEY]
         call = m.AsyncCall(
-            call_id=_call_id(request),
+            call_id=_call_id(request, principal),
             function=deployment.spec.name,
-            path=request.path_params.get("path", ""),
+            path=safe_subpath(_raw_subpath(request)),
             method=request.method,
             query=request.url.query,
-            headers={
-                k.decode("latin-1"): v.decode("latin-1")
-                for k, v in request.headers.raw
-                if k not in _NOT_FORWARDED
-            },
+            headers=_call_headers(request, principal),
             body_b64=m.AsyncCall.encode_body(
                 await _limited_body(request, platform.settings.max_async_body_bytes)
             ),
@@ -247,6 +251,7 @@ def create_api(platform: Platform) -> Starlette:
     routes = [
         Route("/healthz", healthz),
         Route("/system/info", info),
+        Route("/system/whoami", whoami, methods=["GET"]),
         Route("/system/functions", list_functions, methods=["GET"]),
         Route("/system/functions", deploy, methods=["POST", "PUT"]),
         Route("/system/functions", delete, methods=["DELETE"]),
@@ -307,16 +312,43 @@ async def _log_lines(
             deployment.book.unfollow(queue)
 
 
-def _call_id(request: Request) -> str:
+def _call_id(request: Request, principal: Principal) -> str:
+    """The async call's id: the caller's ``X-Call-Id`` in its namespace, or a new one."""
     supplied = request.headers.get("x-call-id")
     if supplied is None:
         return m.new_call_id()
-    if not m.CALL_ID_PATTERN.match(supplied):
+    call_id = namespaced_call_id(supplied, principal)
+    if not m.CALL_ID_PATTERN.match(supplied) or not m.CALL_ID_PATTERN.match(call_id):
         raise BadInput(
-            "header X-Call-Id must be 1-128 characters of letters, digits, '-', '_' or '='",
+            "header X-Call-Id must be 1-126 characters of letters, digits, '-', '_' or '='",
             field="X-Call-Id",
         )
-    return supplied
+    return call_id
+
+
+def _raw_subpath(request: Request) -> str:
+    """The sub-path after ``/async-function/NAME`` as the client encoded it."""
+    raw = request.scope.get("raw_path") or request.url.path.encode()
+    parts = raw.decode("latin-1").split("?", 1)[0].split("/", 3)
+    return parts[3] if len(parts) > 3 else ""
+
+
+def _call_headers(request: Request, principal: Principal) -> dict[str, str]:
+    """The request headers an async call carries to its function.
+
+    As for a sync call (``gateway.proxy.forward_headers``): credentials stay here,
+    ``X-Mxt-*`` only from the platform, the caller's name and role added.
+    """
+    headers = {
+        k.decode("latin-1"): v.decode("latin-1")
+        for k, v in request.headers.raw
+        if k not in _NOT_FORWARDED
+        and (principal.platform or not k.startswith(PLATFORM_ONLY_PREFIX))
+    }
+    if not principal.platform:
+        headers["X-Mxt-User"] = principal.name
+        headers["X-Mxt-Role"] = principal.role.name.lower()
+    return headers
 
 
 async def _callback_url(request: Request, policy: EgressPolicy) -> str | None:

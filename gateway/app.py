@@ -4,17 +4,25 @@ Dispatch is by path prefix before any framework code runs, so the hot path
 (``/function/``) costs one dict lookup before the forwarder:
 
 - ``/function/{name}[/{path}]``: sync invocation, streamed (``gateway.proxy``);
-- ``/async-function/...``, ``/system/...``, ``/healthz``: the API (``gateway.api``),
-  basic auth on every ``/system/`` path;
+- ``/async-function/...``, ``/system/...``, ``/healthz``: the API (``gateway.api``);
 - the prefixes of :data:`MOUNTS` (websocket hub, dashboard) when their module exists;
 - anything else: the resource routes of ``com.mxt.routes``, or a JSON 404.
+
+Every request is admitted here, before it reaches a function or the API, by the
+one access policy of ``gateway.policy``: the caller is identified once
+(``gateway.auth``: a user's basic auth, or the platform's credential), the level the
+call needs is looked up (the function's ``com.mxt.access``, or the API's rules), and
+the request is refused with 401 or 403 otherwise. State-changing requests from a
+browser must come from the gateway's own origin.
 """
 
 from __future__ import annotations
 
+import asyncio
 import importlib
 import inspect
 import logging
+import time
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -23,7 +31,9 @@ import orjson
 from bricks.errors import BadInput
 from gateway import heap
 from gateway.api import create_api, json_object
+from gateway.auth import ANONYMOUS, PLATFORM, PLATFORM_HEADER_BYTES, PRINCIPAL_KEY, Principal
 from gateway.platform import Platform
+from gateway.policy import Level, refusal, refusal_reason, safe_subpath, system_level
 from gateway.proxy import (
     BodyTooLarge,
     Receive,
@@ -48,6 +58,10 @@ MOUNTS: tuple[tuple[str, str], ...] = (
 API_PREFIXES = ("/system/", "/async-function/")
 UNAUTHORIZED_HEADERS = [(b"www-authenticate", b'Basic realm="mxt"')]
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+#: password checks (scrypt, ~50 ms each) run in threads, this many at once
+VERIFY_SLOTS = 2
+#: seconds between two looks at the users file
+USERS_REFRESH = 1.0
 
 
 def load_mount(target: str, kwargs: dict[str, Any]) -> Any | None:
@@ -64,6 +78,16 @@ def load_mount(target: str, kwargs: dict[str, Any]) -> Any | None:
     return factory(**{k: v for k, v in kwargs.items() if k in accepted})
 
 
+def _json_or_empty(scope: Scope) -> bool:
+    """Whether the request's body is declared JSON, or it declares no body at all."""
+    kind = header(scope, b"content-type")
+    if kind is None:
+        length = header(scope, b"content-length")
+        return length is None or length.strip() == b"0"
+    media = kind.split(b";", 1)[0].strip().lower()
+    return media == b"application/json" or media.endswith(b"+json")
+
+
 class GatewayApp:
     """The ASGI callable served by uvicorn; starts the :class:`Platform` in its lifespan."""
 
@@ -71,18 +95,20 @@ class GatewayApp:
         self.platform = platform
         self.api = create_api(platform)
         self.mounts: list[tuple[str, Any]] = []
+        self._verify_slots = asyncio.Semaphore(VERIFY_SLOTS)
+        self._users_checked = 0.0
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
         if kind == "http":
             path: str = scope["path"]
-            if path.startswith("/function/"):
+            if scope["method"] not in SAFE_METHODS and not self._same_origin(scope):
+                reason = "cross-origin request refused: state changes come from this gateway"
+                await send_json(send, 403, error_body("bad_input", reason))
+            elif path.startswith("/function/"):
                 await self.invoke(scope, receive, send, path[10:])
             elif path.startswith(API_PREFIXES) or path == "/healthz":
-                if path.startswith("/system/") and not self._authorised(scope):
-                    await self.unauthorised(send)
-                    return
-                await self.api(scope, receive, send)
+                await self.api_call(scope, receive, send, path)
             elif (mounted := self._mounted(scope)) is not None:
                 await mounted(self._mount_scope(scope), receive, send)
             else:
@@ -96,17 +122,82 @@ class GatewayApp:
         elif kind == "lifespan":
             await self.lifespan(receive, send)
 
-    def _authorised(self, scope: Scope) -> bool:
-        return self.platform.auth.allows(header(scope, b"authorization"))
+    # ----------------------------------------------------------- admission
 
-    async def unauthorised(self, send: Send) -> None:
-        """401 with the reason and the Basic challenge."""
+    async def principal(self, scope: Scope) -> Principal | None:
+        """Who sends the request; ``None`` when it presents credentials that are wrong."""
+        token = header(scope, PLATFORM_HEADER_BYTES)
+        auth = self.platform.auth
+        if token is not None:
+            return PLATFORM if auth.is_platform(token) else None
+        authorization = header(scope, b"authorization")
+        if authorization is None:
+            return ANONYMOUS
+        now = time.monotonic()
+        if now - self._users_checked > USERS_REFRESH:
+            self._users_checked = now
+            auth.refresh()
+        known, principal = auth.cached(authorization)
+        if not known:
+            async with self._verify_slots:
+                principal = await asyncio.to_thread(auth.verify, authorization)
+        return principal
+
+    async def admit(self, scope: Scope, send: Send, level: Level, what: str) -> Principal | None:
+        """The caller when it may make a call needing ``level``; else refused (None)."""
+        principal = await self.principal(scope)
+        if principal is None:
+            await self.refuse(scope, send, 401, "wrong user or password (or platform credential)")
+            return None
+        status = refusal(principal, level)
+        if status is not None:
+            await self.refuse(scope, send, status, refusal_reason(status, level, what))
+            return None
+        scope[PRINCIPAL_KEY] = principal
+        return principal
+
+    async def refuse(self, scope: Scope, send: Send, status: int, reason: str) -> None:
+        """401 or 403 with the reason; the Basic challenge only for clients that want it.
+
+        The dashboard's own calls say ``X-Requested-With``: a 401 to them carries no
+        ``WWW-Authenticate``, so the browser shows the app's message, not its prompt.
+        """
+        challenge = status == 401 and header(scope, b"x-requested-with") is None
         await send_json(
-            send,
-            401,
-            error_body("bad_input", "basic auth required: user admin, the gateway's password"),
-            UNAUTHORIZED_HEADERS,
+            send, status, error_body("bad_input", reason), UNAUTHORIZED_HEADERS if challenge else ()
         )
+
+    def _same_origin(self, scope: Scope) -> bool:
+        """Whether a state-changing request's ``Origin`` (if any) is the gateway itself.
+
+        Browsers send ``Origin`` on cross-site writes; clients that are not browsers
+        send none. A form or script of another site can thus not use a browser's
+        remembered login to start, cancel or change anything.
+        """
+        origin = header(scope, b"origin")
+        if origin is None:
+            return True
+        host = header(scope, b"host") or b""
+        allowed = self.platform.settings.allowed_origins_bytes
+        return origin in allowed or origin.split(b"://", 1)[-1] == host
+
+    # ----------------------------------------------------------- dispatch
+
+    async def api_call(self, scope: Scope, receive: Receive, send: Send, path: str) -> None:
+        """``/system``, ``/async-function`` and ``/healthz``, admitted by the policy."""
+        method = scope["method"]
+        level = system_level(method, path)
+        what = f"{method} {path}"
+        if level is None:  # /async-function/{name}[/...]: the function's own access
+            name = path.split("/", 3)[2]
+            deployment = self.platform.provider.deployments.get(name)
+            if deployment is None:
+                await send_json(send, 404, error_body("bad_input", f"no function named {name!r}"))
+                return
+            level = deployment.spec.access.level(method)
+            what = f"function {name!r}"
+        if await self.admit(scope, send, level, what) is not None:
+            await self.api(scope, receive, send)
 
     async def invoke(self, scope: Scope, receive: Receive, send: Send, rest: str) -> None:
         """``/function/{name}[/{path}]``: forward to a replica."""
@@ -114,15 +205,22 @@ class GatewayApp:
         raw = scope.get("raw_path")
         if raw and subpath:
             # forward the sub-path as the client encoded it (%2F, spaces, unicode)
-            subpath = raw.decode("latin-1").split("/", 3)[3]
+            subpath = raw.decode("latin-1").split("?", 1)[0].split("/", 3)[3]
         deployment = self.platform.provider.deployments.get(name)
         if deployment is None:
             await send_json(send, 404, error_body("bad_input", f"no function named {name!r}"))
             return
-        if deployment.spec.write_protected and not self._authorised(scope):
-            await self.unauthorised(send)
+        try:
+            subpath = safe_subpath(subpath)
+        except BadInput as exc:
+            await send_json(send, exc.http_status, exc.to_dict())
             return
-        await self.platform.forwarder.forward(scope, receive, send, deployment, subpath)
+        level = deployment.spec.access.level(scope["method"])
+        principal = await self.admit(scope, send, level, f"function {name!r}")
+        if principal is not None:
+            await self.platform.forwarder.forward(
+                scope, receive, send, deployment, subpath, principal=principal
+            )
 
     async def resource(self, scope: Scope, receive: Receive, send: Send) -> None:
         """A ``com.mxt.routes`` path: invoke its function with the merged JSON body."""
@@ -141,9 +239,13 @@ class GatewayApp:
             reason = f"function {match.route.function!r} of {path} is not deployed"
             await send_json(send, 503, error_body("transient", reason))
             return
-        needs_auth = method not in SAFE_METHODS or deployment.spec.write_protected
-        if needs_auth and not self._authorised(scope):
-            await self.unauthorised(send)
+        level = deployment.spec.access.level(method)
+        principal = await self.admit(scope, send, level, f"{method} {path}")
+        if principal is None:
+            return
+        if method not in SAFE_METHODS and not _json_or_empty(scope):
+            reason = "the body of this request must be JSON (Content-Type: application/json)"
+            await send_json(send, 415, error_body("bad_input", reason))
             return
         try:
             body = await self._merged_body(scope, receive, match.params)
@@ -160,8 +262,9 @@ class GatewayApp:
         inner = dict(scope, headers=headers, query_string=b"")
         extra = [("X-Forwarded-Method", method), ("X-Forwarded-Uri", path)]
         await self.platform.forwarder.forward(
-            inner, receive, send, deployment, "", method="POST", body=body, extra_headers=extra
-        )
+            inner, receive, send, deployment, "", principal=principal, method="POST", body=body,
+            extra_headers=extra,
+        )  # fmt: skip
 
     async def _merged_body(self, scope: Scope, receive: Receive, params: dict[str, str]) -> bytes:
         """Path parameters over query parameters over the request's JSON object."""

@@ -8,12 +8,15 @@ rules for both.
 
 from __future__ import annotations
 
+import os
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from bricks.errors import BadInput
+from gateway.policy import ACCESS_ANNOTATION, parse_access
 from gateway.stack import (
     DEFAULT_SCALE_MAX,
     DEFAULT_SCALE_MIN,
@@ -33,6 +36,7 @@ from gateway.stack import (
 )
 
 LAZY_ANNOTATION = "com.mxt.lazy"
+MAX_BODY_ENV = "MXT_MAX_BODY_BYTES"
 HANDLER_ANNOTATION = "com.mxt.handler"
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
 _DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
@@ -83,7 +87,9 @@ class FunctionSpec:
         self.write_protected = parse_flag(
             WRITE_ANNOTATION, self.annotations.get(WRITE_ANNOTATION, "false")
         )
+        self.access = parse_access(self.annotations.get(ACCESS_ANNOTATION), self.write_protected)
         self.timeout = self._timeout()
+        self.max_body_bytes = self._max_body()
         self.min_replicas = parse_count(
             SCALE_MIN_LABEL, self.labels.get(SCALE_MIN_LABEL), DEFAULT_SCALE_MIN
         )
@@ -97,6 +103,17 @@ class FunctionSpec:
             if key in self.env:
                 return parse_duration(self.env[key])
         return None
+
+    def _max_body(self) -> int:
+        """The largest request body the function takes, in bytes: its own
+        ``MXT_MAX_BODY_BYTES``, else the stack's, else the runtime's default; the
+        gateway refuses larger bodies with the same 413 the function would give."""
+        from gateway.runtime.limits import DEFAULT_MAX_BODY_BYTES
+
+        for text in (self.env.get(MAX_BODY_ENV), os.environ.get(MAX_BODY_ENV)):
+            if text and text.strip().isdigit() and int(text) > 0:
+                return int(text)
+        return DEFAULT_MAX_BODY_BYTES
 
     @property
     def lazy(self) -> bool:
@@ -119,11 +136,17 @@ class FunctionSpec:
         )
 
     @classmethod
-    def from_deploy_request(cls, body: dict[str, Any], workdir: Path) -> FunctionSpec:
+    def from_deploy_request(
+        cls, body: dict[str, Any], workdir: Path, roots: Iterable[Path] = ()
+    ) -> FunctionSpec:
         """A spec from an OpenFaaS ``FunctionDeployment`` JSON body.
 
         The handler folder comes from our extension key ``handler`` or the
-        annotation ``com.mxt.handler`` (OpenFaaS itself would pull ``image``).
+        annotation ``com.mxt.handler`` (OpenFaaS itself would pull ``image``). Deploying
+        runs code on the host, so the folder must lie inside one of ``roots`` (the
+        stack's own function folders, ``MXT_DEPLOY_ROOTS``), and the environment may
+        not set what the platform sets or what changes how Python or the loader start
+        (:func:`filter_environment`).
         """
         name = body.get("service") or body.get("name")
         if not isinstance(name, str) or not name:
@@ -140,16 +163,59 @@ class FunctionSpec:
             name=name,
             handler=Path(handler),
             image=str(body.get("image") or ""),
-            env=_str_dict(body, "envVars"),
+            env=filter_environment(_str_dict(body, "envVars")),
             labels=_str_dict(body, "labels"),
             annotations=annotations,
             source="api",
             workdir=workdir,
         )
-        if not spec.handler_path.is_dir():
+        folder = spec.handler_path.resolve()
+        allowed = [root.resolve() for root in roots]
+        if not any(folder.is_relative_to(root) for root in allowed):
+            where = ", ".join(str(root) for root in allowed) or "none configured"
+            raise BadInput(
+                f"handler folder {handler!r} is outside the stack's function folders ({where})",
+                field="handler",
+            )
+        if not folder.is_dir() or not (folder / "handler.py").is_file():
             raise BadInput(f"handler folder {handler!r} does not exist", field="handler")
-        spec.deploy_request = dict(body, handler=str(spec.handler_path))
+        spec.handler = folder
+        spec.deploy_request = dict(body, handler=str(folder))
         return spec
+
+
+#: environment variables a deployment may not set: the platform's own (its URLs,
+#: secrets and stores) and those that change how the interpreter or the loader start
+RESERVED_ENV = re.compile(
+    r"^(MXT_(DATA_DIR|SECRETS_DIR|NATS_URL|GATEWAY_URL|DATABASE_URL|OBJECT_STORE|S3_.*|"
+    r"PLATFORM.*|CALLBACK_ALLOW|DEPLOY_ROOTS)|PYTHON.*|LD_.*|PATH|HOME|SSL_CERT_.*|"
+    r"REQUESTS_CA_BUNDLE|AWS_.*|HTTPS?_PROXY|NO_PROXY)$",
+    re.IGNORECASE,
+)
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
+
+
+def filter_environment(env: dict[str, str]) -> dict[str, str]:
+    """``env`` checked for a deployment: names well formed, none reserved.
+
+    Raises
+    ------
+    BadInput
+        Naming the variable refused and why.
+    """
+    for key, value in env.items():
+        if not _ENV_NAME.match(key):
+            raise BadInput(f"environment variable name {key!r} is not valid", field="envVars")
+        if RESERVED_ENV.match(key):
+            raise BadInput(
+                f"environment variable {key!r} is the platform's to set, not a deployment's",
+                field="envVars",
+            )
+        if "\x00" in value or len(value) > 4096:
+            raise BadInput(
+                f"environment variable {key!r}: value too long or has NUL", field="envVars"
+            )
+    return env
 
 
 def _str_dict(body: dict[str, Any], key: str) -> dict[str, str]:

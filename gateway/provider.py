@@ -274,10 +274,10 @@ class Deployment:
         ]
 
     def environment(self) -> dict[str, str]:
-        """The process environment: ours (``MXT_*``), the stack's, and the gateway URL."""
+        """The process environment: the stack's, then ours (``MXT_*``), which win."""
         env = dict(os.environ)
-        env.update(self.extra_env)
         env.update(self.spec.env)
+        env.update(self.extra_env)
         env["PYTHONUNBUFFERED"] = "1"
         return env
 
@@ -431,11 +431,25 @@ class LocalProvider:
             return
         for request in requests:
             try:
-                spec = FunctionSpec.from_deploy_request(request, self.settings.data_dir)
+                spec = FunctionSpec.from_deploy_request(
+                    request, self.settings.data_dir, self.deploy_roots()
+                )
             except BadInput as exc:  # its handler folder is gone: say so, keep the rest
                 log.error("API deployment not restored: %s", exc.reason)
                 continue
             await self.deploy(spec)
+
+    def deploy_roots(self) -> list[Path]:
+        """Folders API deployments may take handlers from: ``MXT_DEPLOY_ROOTS`` and the
+        folders holding the stack file's own function folders."""
+        roots = [Path(p) for p in self.settings.deploy_roots.split(os.pathsep) if p.strip()]
+        if self.load_specs is not None:
+            try:
+                specs = self.load_specs(self.settings.stack_file)
+            except Exception:  # noqa: BLE001 - a broken stack file opens no folder
+                specs = []
+            roots += sorted({spec.handler_path.resolve().parent for spec in specs})
+        return roots
 
     async def _watch(self, period: float) -> None:
         while True:

@@ -8,6 +8,7 @@ the OpenFaaS headers ``X-Call-Id``, ``X-Start-Time`` (Unix nanoseconds) and
 
 from __future__ import annotations
 
+import re
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
@@ -16,6 +17,7 @@ from typing import Any
 import aiohttp
 import orjson
 
+from gateway.auth import PLATFORM_HEADER, Principal
 from gateway.provider import Deployment, FunctionUnavailable
 
 Scope = MutableMapping[str, Any]
@@ -152,16 +154,33 @@ class StreamedBody:
             raise
 
 
-def forward_headers(scope: Scope, call_id: str) -> list[tuple[str, str]]:
-    """The request headers for the function: hop-by-hop out, ``X-Forwarded-*`` in."""
-    dropped = HOP_BY_HOP
+#: request headers only the platform may set; from anyone else they are dropped
+PLATFORM_ONLY_PREFIX = b"x-mxt-"
+#: credentials stay with the gateway: a function learns who called from X-Mxt-User/-Role
+CREDENTIALS = frozenset({b"authorization", b"cookie", b"proxy-authorization"})
+
+
+def forward_headers(
+    scope: Scope, call_id: str, principal: Principal, platform_token: str
+) -> list[tuple[str, str]]:
+    """The request headers for the function.
+
+    Hop-by-hop headers and the caller's credentials are dropped, and so are the
+    ``X-Mxt-*`` headers unless the caller is the platform (a run's or task's id
+    cannot be claimed from outside); ``X-Forwarded-*``, the caller's name and role
+    and the platform's credential (which replicas require) are added.
+    """
+    dropped = HOP_BY_HOP | CREDENTIALS
     listed = header(scope, b"connection")
     if listed:  # headers named in Connection are hop-by-hop too (RFC 9110 §7.6.1)
-        dropped = HOP_BY_HOP | {t.strip().lower() for t in listed.split(b",")}
+        dropped = dropped | {t.strip().lower() for t in listed.split(b",")}
     headers = [
         (k.decode("latin-1"), v.decode("latin-1"))
         for k, v in scope["headers"]
-        if k not in dropped and k != b"x-call-id"
+        if k not in dropped
+        and k != b"x-call-id"
+        and (principal.platform or not k.startswith(PLATFORM_ONLY_PREFIX))
+        and k != PLATFORM_HEADER_LOWER
     ]
     client = scope.get("client")
     host = header(scope, b"host")
@@ -171,7 +190,34 @@ def forward_headers(scope: Scope, call_id: str) -> list[tuple[str, str]]:
         headers.append(("X-Forwarded-Host", host.decode("latin-1")))
     headers.append(("X-Forwarded-Proto", scope.get("scheme", "http")))
     headers.append(("X-Call-Id", call_id))
+    if not principal.platform:
+        headers.append(("X-Mxt-User", principal.name))
+        headers.append(("X-Mxt-Role", principal.role.name.lower()))
+    headers.append((PLATFORM_HEADER, platform_token))
     return headers
+
+
+def namespaced_call_id(supplied: str, principal: Principal) -> str:
+    """A call id as the platform keeps it: a caller's own ids live under ``x-``.
+
+    Only the platform chooses ids outside that namespace (``r-…`` for a run's tasks,
+    ``topic-…`` for topic messages), so no outside caller can take, or collide with,
+    the id of a call the platform is about to make.
+    """
+    return supplied if principal.platform else f"x-{supplied}"
+
+
+PLATFORM_HEADER_LOWER = PLATFORM_HEADER.lower().encode()
+# call ids become NATS KV keys and message ids (gateway.messages.CALL_ID_PATTERN)
+_CALL_ID = re.compile(r"^[A-Za-z0-9_=\-]{1,126}$")
+
+
+def call_id_of(scope: Scope, principal: Principal) -> str:
+    """The call's id: the caller's ``X-Call-Id`` in its namespace, or a fresh uuid4."""
+    supplied = (header(scope, b"x-call-id") or b"").decode("latin-1")
+    if not supplied or not _CALL_ID.match(supplied):
+        return str(uuid.uuid4())
+    return namespaced_call_id(supplied, principal)
 
 
 class Forwarder:
@@ -179,14 +225,18 @@ class Forwarder:
 
     Parameters
     ----------
-    max_body
-        Largest request body accepted, in bytes (413 beyond).
     default_timeout
         Seconds to wait for a function's answer when its spec sets none (504 beyond).
+    start_timeout
+        Seconds to wait for a replica of a function scaled to zero.
+    platform_token
+        The platform's credential, presented to every replica.
     """
 
-    def __init__(self, max_body: int, default_timeout: float, start_timeout: float) -> None:
-        self.max_body = max_body
+    def __init__(
+        self, default_timeout: float, start_timeout: float, platform_token: str
+    ) -> None:
+        self.platform_token = platform_token
         self.default_timeout = default_timeout
         self.start_timeout = start_timeout
         self.session: aiohttp.ClientSession | None = None
@@ -212,28 +262,32 @@ class Forwarder:
         deployment: Deployment,
         subpath: str,
         *,
+        principal: Principal,
         method: str | None = None,
         body: bytes | None = None,
         extra_headers: list[tuple[str, str]] | None = None,
     ) -> None:
         """Send the request to a replica of ``deployment`` and relay its answer.
 
-        ``body`` replaces the request's body (resource routes build a JSON one).
+        ``body`` replaces the request's body (resource routes build a JSON one). The
+        body limit is the function's own (``MXT_MAX_BODY_BYTES`` of its environment),
+        so the gateway refuses with 413 exactly what the function would.
         """
         started = time.time()
-        call_id = (header(scope, b"x-call-id") or b"").decode("latin-1") or str(uuid.uuid4())
+        call_id = call_id_of(scope, principal)
         name = deployment.spec.name
+        limit = deployment.spec.max_body_bytes
         length = content_length(scope)
-        if body is None and length is not None and length > self.max_body:
-            await self._too_large(send, call_id)
+        if body is None and length is not None and length > limit:
+            await self._too_large(send, call_id, limit)
             return
         try:
             if body is None:
-                body = await self._request_body(receive, length)
+                body = await self._request_body(receive, length, limit)
         except BodyTooLarge:
-            await self._too_large(send, call_id)
+            await self._too_large(send, call_id, limit)
             return
-        headers = forward_headers(scope, call_id)
+        headers = forward_headers(scope, call_id, principal, self.platform_token)
         if extra_headers:
             headers.extend(extra_headers)
         query = scope.get("query_string", b"")
@@ -252,17 +306,17 @@ class Forwarder:
                 send, 504, call_id, f"function {name!r} did not answer within {timeout:g} s"
             )
         except BodyTooLarge:
-            await self._too_large(send, call_id)
+            await self._too_large(send, call_id, limit)
         except aiohttp.ClientError as exc:
             if isinstance(body, StreamedBody) and body.too_large:
-                await self._too_large(send, call_id)
+                await self._too_large(send, call_id, limit)
                 return
             await self._fail(send, 502, call_id, f"function {name!r} failed: {exc}")
 
-    async def _request_body(self, receive: Receive, length: int | None) -> Any:
+    async def _request_body(self, receive: Receive, length: int | None, limit: int) -> Any:
         if length is not None and length <= WHOLE_BODY:
-            return await read_body(receive, self.max_body)
-        return StreamedBody(receive, self.max_body)
+            return await read_body(receive, limit)
+        return StreamedBody(receive, limit)
 
     async def _relay(
         self,
@@ -311,14 +365,14 @@ class Forwarder:
                 raise ResponseAborted(f"function {deployment.spec.name!r}: {exc}") from exc
             await send({"type": "http.response.body", "body": b""})
 
-    async def _too_large(self, send: Send, call_id: str) -> None:
+    async def _too_large(self, send: Send, call_id: str, limit: int) -> None:
         await send_json(
             send,
             413,
             error_body(
                 "bad_input",
-                f"request body larger than the limit of {self.max_body} bytes",
-                limit=self.max_body,
+                f"request body larger than the limit of {limit} bytes",
+                limit=limit,
             ),
             [(b"x-call-id", call_id.encode())],
         )

@@ -26,6 +26,12 @@ class GatewaySettings(BaseSettings):
     data_dir: Path = Field(default_factory=default_data_dir)
     nats_url: str = "nats://127.0.0.1:4222"
     secrets_dir: Path | None = None
+    # folders (os.pathsep-separated) API deployments may take handlers from, besides
+    # the folders of the stack file's own functions
+    deploy_roots: str = ""
+    # other origins (comma-separated, "https://ops.example.org") whose pages may send
+    # state-changing requests; the gateway's own origin always may
+    allowed_origins: str = ""
     gateway_url: str = "http://127.0.0.1:8080"
     stack_file: Path = Path("stack.yml")
     host: str = "127.0.0.1"
@@ -63,6 +69,12 @@ class GatewaySettings(BaseSettings):
     def secrets_path(self) -> Path:
         """The directory of secret files (``MXT_SECRETS_DIR`` or ``DATA_DIR/secrets``)."""
         return self.secrets_dir or self.data_dir / "secrets"
+
+    @cached_property
+    def allowed_origins_bytes(self) -> frozenset[bytes]:
+        """:attr:`allowed_origins` as the bytes of an ``Origin`` header."""
+        origins = (o.strip().rstrip("/") for o in self.allowed_origins.split(","))
+        return frozenset(o.encode() for o in origins if o)
 
     @property
     def logs_dir(self) -> Path:

@@ -23,6 +23,7 @@ import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PrivateAttr, ValidationError
 
 from bricks.errors import BadInput
+from gateway.policy import ACCESS_ANNOTATION, parse_access
 
 #: OpenFaaS function names are Kubernetes DNS-1123 labels.
 FUNCTION_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
@@ -455,6 +456,7 @@ def _check_function(function: Function, languages: set[str]) -> list[str]:
         lambda: function.topic_delivery,
         lambda: function.routes,
         lambda: function.write_protected,
+        lambda: parse_access(function.annotations.get(ACCESS_ANNOTATION), False),
         lambda: _check_scale(function),
     ):
         try:

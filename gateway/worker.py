@@ -28,12 +28,14 @@ from nats.errors import ConnectionClosedError
 from nats.errors import Error as NatsError
 from nats.js import JetStreamContext
 from pydantic import ValidationError
+from yarl import URL
 
-from bricks.errors import NotFound, classify_status
+from bricks.errors import BadInput, NotFound, classify_status
 from gateway import messages as m
-from gateway.auth import basic_auth_header
+from gateway.auth import PLATFORM_HEADER
 from gateway.calls import CallStore
 from gateway.egress import EgressPolicy, EgressRefused, client_session
+from gateway.policy import safe_subpath
 from gateway.provider import FunctionUnavailable, LocalProvider
 from gateway.pull import Puller
 from gateway.settings import GatewaySettings
@@ -129,8 +131,10 @@ class QueueWorker:
 
     Parameters
     ----------
-    password
-        The gateway's admin password (write-protected functions need it).
+    platform_token
+        The platform's credential: replicas (and the gateway, for a standalone
+        worker) take calls only with it. It goes only to the function the call
+        names, on a sub-path checked not to climb (``gateway.policy.safe_subpath``).
     provider
         The stack's provider, to call replicas directly; ``None`` for a standalone
         worker, which calls through the gateway.
@@ -141,14 +145,14 @@ class QueueWorker:
         settings: GatewaySettings,
         js: JetStreamContext,
         calls: CallStore,
-        password: str,
+        platform_token: str,
         provider: LocalProvider | None = None,
     ) -> None:
         self.settings = settings
         self.provider = provider
         self.js = js
         self.calls = calls
-        self.auth_header = basic_auth_header(password)
+        self.platform_token = platform_token
         self.inflight: set[asyncio.Task[None]] = set()
         self.stopping = False
         self._loop_task: asyncio.Task[None] | None = None
@@ -297,17 +301,17 @@ class QueueWorker:
             return Outcome(404, orjson.dumps(exc.to_dict()), "application/json", error=exc.reason)
         except FunctionUnavailable as exc:
             return Outcome(None, duration=time.monotonic() - started, error=str(exc))
-        if call.path:
-            url += "/" + call.path.lstrip("/")
-        if call.query:
-            url += "?" + call.query
+        try:
+            target = call_url(url, call)
+        except BadInput as exc:
+            return Outcome(400, orjson.dumps(exc.to_dict()), "application/json", error=exc.reason)
         headers = dict(call.headers)
         headers["X-Call-Id"] = call.call_id
-        headers["Authorization"] = self.auth_header
+        headers[PLATFORM_HEADER] = self.platform_token
         try:
             async with self.session.request(
                 call.method,
-                url,
+                target,
                 data=call.body,
                 headers=headers,
                 timeout=aiohttp.ClientTimeout(total=limit),
@@ -447,17 +451,35 @@ class QueueWorker:
         return False
 
 
-async def run_standalone(settings: GatewaySettings, password: str) -> None:
+def call_url(base: str, call: m.AsyncCall) -> URL:
+    """The URL of a call's function: ``base``, its checked sub-path and its query.
+
+    Built as an encoded URL, so nothing normalises ``..`` away after the check
+    (the sub-path was checked at the gateway; a message on the bus is checked again).
+
+    Raises
+    ------
+    BadInput
+        The sub-path climbs, or the query has characters a URL cannot carry.
+    """
+    path = safe_subpath(call.path)
+    if any(ord(c) < 0x21 or c == "#" for c in call.query):
+        raise BadInput("the call's query has spaces, control characters or '#'", field="query")
+    text = base + ("/" + path if path else "") + ("?" + call.query if call.query else "")
+    return URL(text, encoded=True)
+
+
+async def run_standalone(settings: GatewaySettings, platform_token: str) -> None:
     """``mxt worker``: one more queue worker beside a running stack, until SIGTERM/SIGINT."""
     import signal
 
     from gateway import infrastructure
     from gateway.platform import connect_nats
 
-    nc = await connect_nats(settings.nats_url)
+    nc = await connect_nats(settings.nats_url, settings.secrets_path)
     js = nc.jetstream()
     calls = CallStore(await infrastructure.declare(js, settings))
-    worker = QueueWorker(settings, js, calls, password)
+    worker = QueueWorker(settings, js, calls, platform_token)
     await worker.start()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

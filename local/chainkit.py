@@ -21,6 +21,8 @@ from local.stack import write_stack_file
 
 REPO = Path(__file__).resolve().parents[1]
 REPO_STACK = REPO / "stack.yml"
+#: the platform's test functions (echo, sleep, fail-n-times, hello-python3-http)
+TEST_STACK = REPO / "tests" / "stack.yml"
 CHAIN_FUNCTIONS = ("orchestrator", "brick-")
 
 
@@ -69,7 +71,8 @@ def stack_subset(
     extra: dict[str, Any] | None = None,
     replace_handler: dict[str, Path] | None = None,
 ) -> Path:
-    """Write a stack file with the repository's functions whose names start with ``keep``.
+    """Write a stack file with the repository's functions whose names start with ``keep``
+    (those of ``stack.yml`` and the test functions of ``tests/stack.yml``).
 
     Parameters
     ----------
@@ -81,12 +84,16 @@ def stack_subset(
         Function name prefix → a handler folder serving every function with that prefix
         (the benchmarks' no-op bricks).
     """
-    stack = yaml.safe_load(REPO_STACK.read_text())
+    declared = [
+        (path.parent, name, spec)
+        for path in (REPO_STACK, TEST_STACK)
+        for name, spec in yaml.safe_load(path.read_text())["functions"].items()
+    ]
     functions = {}
-    for name, spec in stack["functions"].items():
+    for directory, name, spec in declared:
         if not name.startswith(keep):
             continue
-        handler = REPO / spec["handler"]
+        handler = directory / spec["handler"]
         for prefix, folder in (replace_handler or {}).items():
             if name.startswith(prefix):
                 handler = folder

@@ -211,6 +211,7 @@ def worker(
     """Run one more queue worker (scale-out) beside a running gateway, until Ctrl-C."""
     import asyncio
 
+    from gateway.auth import SecretError, read_platform_token
     from gateway.settings import GatewaySettings
     from gateway.worker import run_standalone
     from local.stack import read_state
@@ -223,7 +224,13 @@ def worker(
     if concurrency:
         overrides["worker_concurrency"] = concurrency
     settings = GatewaySettings(**overrides)
-    asyncio.run(run_standalone(settings, client.password_file.read_text().strip()))
+    try:
+        token = read_platform_token(client.password_file.parent)
+    except SecretError as exc:
+        raise click.ClickException(
+            f"{exc} (a worker needs the stack's platform credential)"
+        ) from None
+    asyncio.run(run_standalone(settings, token))
 
 
 @click.group(name="dead-letters", invoke_without_command=True)

@@ -24,8 +24,28 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from gateway.auth import basic_auth_header, ensure_password, read_password
+from gateway.auth import (
+    PLATFORM_TOKEN_FILE,
+    Role,
+    SecretError,
+    UserEntry,
+    basic_auth_header,
+    ensure_password,
+    ensure_secret,
+    hash_password,
+    platform_headers,
+    read_password,
+    read_platform_token,
+    read_users,
+    write_users,
+)
 from gateway.lifetimes import die_with_parent
+from gateway.natsconn import (
+    ensure_nats_password,
+    read_nats_password,
+    url_with_credentials,
+    url_without_credentials,
+)
 from gateway.settings import GatewaySettings
 from local.natsd import NatsServer, free_port
 from storage.settings import default_data_dir
@@ -109,9 +129,26 @@ def run_stack(
         return 1
     secrets_dir = Path(os.environ.get("MXT_SECRETS_DIR") or data_dir / "secrets")
     password_file, created = ensure_password(secrets_dir)
+    ensure_secret(secrets_dir, PLATFORM_TOKEN_FILE)
+    try:  # an empty or unreadable secret stops the start: it never opens the door
+        read_password(secrets_dir)
+        read_platform_token(secrets_dir)
+        read_users(secrets_dir)
+    except SecretError as exc:
+        print(f"mxt up: {exc}", file=sys.stderr)
+        return 2
     if not nats_url:
         stop_stale_nats(data_dir / "nats")
-    nats = None if nats_url else NatsServer(data_dir / "nats").start()
+    try:  # an empty bus password stops the start too: never an open bus by mistake
+        nats_password = None if nats_url else ensure_nats_password(secrets_dir)
+    except ValueError as exc:
+        print(f"mxt up: {exc}", file=sys.stderr)
+        return 2
+    nats = (
+        None
+        if nats_url
+        else NatsServer(data_dir / "nats", password=nats_password, config_dir=secrets_dir).start()
+    )
     gateway_url = f"http://{host}:{port}"
     # the function processes and mounted apps read these from their environment
     os.environ.update(
@@ -124,7 +161,7 @@ def run_stack(
     state = {
         "pid": os.getpid(),
         "gateway_url": gateway_url,
-        "nats_url": settings.nats_url,
+        "nats_url": url_without_credentials(settings.nats_url),  # never a password
         "data_dir": str(data_dir),
         "stack_file": str(settings.stack_file),
         "password_file": str(password_file),
@@ -133,7 +170,8 @@ def run_stack(
     state_path(data_dir).write_text(json.dumps(state, indent=2))
     if announce:
         made = "created" if created else "kept"
-        print(f"mxt: gateway {gateway_url}  nats {settings.nats_url}", flush=True)
+        shown = url_without_credentials(settings.nats_url)
+        print(f"mxt: gateway {gateway_url}  nats {shown}", flush=True)
         print(f"mxt: admin password {made} in {password_file}", flush=True)
     # uvicorn re-raises SIGTERM after its graceful shutdown; with the default handler the
     # process would die there, before the finally below stops nats-server
@@ -293,12 +331,37 @@ class EmbeddedStack:
         return basic_auth_header(self.password)
 
     @property
+    def platform_headers(self) -> dict[str, str]:
+        """The header with the platform's credential (what the stack's own parts send)."""
+        return platform_headers(read_platform_token(self.data_dir / "secrets"))
+
+    def add_user(self, name: str, role: str, password: str) -> dict[str, str]:
+        """Add (or replace) a user of the stack; its ``Authorization`` header.
+
+        The gateway reads the users file again within a second.
+        """
+        secrets_dir = self.data_dir / "secrets"
+        users = read_users(secrets_dir)
+        users[name] = UserEntry(name, Role.parse(role), hash_password(password))
+        write_users(secrets_dir, users)
+        return {"Authorization": basic_auth_header(password, name)}
+
+    @property
     def nats_url(self) -> str:
-        """The NATS server the stack uses."""
+        """The NATS server the stack uses, with the bus credentials as userinfo.
+
+        ``nats://mxt:<password>@127.0.0.1:<port>`` for the stack's own server (the
+        state file has the URL without them); the URL given to the constructor as is.
+        """
+        if self._nats_url:
+            return self._nats_url
         state = read_state(self.data_dir)
         if state is None:
             raise RuntimeError("the stack is not running")
-        return str(state["nats_url"])
+        url = str(state["nats_url"])
+        secrets_dir = Path(self.env.get("MXT_SECRETS_DIR") or self.data_dir / "secrets")
+        password = read_nats_password(secrets_dir)
+        return url_with_credentials(url, password) if password else url
 
     @property
     def log_path(self) -> Path:

@@ -32,15 +32,14 @@ FOLLOW_POLL_SECONDS = 0.25
 @cache
 def orchestrator() -> service.Orchestrator:
     """The process's orchestrator, with clients built from the settings once."""
-    from gateway.auth import PASSWORD_FILE, basic_auth_header
+    from gateway.auth import platform_headers, read_platform_token
     from storage.settings import get_settings
 
     settings = get_settings()
     nats_url = settings.nats_url or "nats://127.0.0.1:4222"
     if os.environ.get("MXT_ORCHESTRATOR_DISPATCH", "queue") == "gateway":
-        password = settings.secret(PASSWORD_FILE)
-        authorization = basic_auth_header(password) if password else None
-        dispatcher: Any = GatewayClient(settings.gateway_url, authorization)
+        token = read_platform_token(settings.resolved_secrets_dir)
+        dispatcher: Any = GatewayClient(settings.gateway_url, platform_headers(token))
     else:
         dispatcher = QueueDispatcher(nats_url)
     return service.Orchestrator(gateway=dispatcher, events=EventPublisher(nats_url))

@@ -49,13 +49,14 @@ class GatewayClient:
     ----------
     gateway_url
         Base URL of the gateway (``MXT_GATEWAY_URL``).
-    authorization
-        ``Authorization`` header value for write-protected functions, if any.
+    credentials
+        Headers presenting the platform's credential (``gateway.auth.platform_headers``):
+        the bricks are internal functions, and only the platform keeps its task call ids.
     """
 
-    def __init__(self, gateway_url: str, authorization: str | None = None) -> None:
+    def __init__(self, gateway_url: str, credentials: dict[str, str] | None = None) -> None:
         self.gateway_url = gateway_url.rstrip("/")
-        self.authorization = authorization
+        self.credentials = dict(credentials or {})
         self._session: aiohttp.ClientSession | None = None
 
     def _client(self) -> aiohttp.ClientSession:
@@ -64,10 +65,7 @@ class GatewayClient:
         return self._session
 
     def _headers(self, extra: dict[str, str]) -> dict[str, str]:
-        headers = {"Content-Type": "application/json", **extra}
-        if self.authorization:
-            headers["Authorization"] = self.authorization
-        return headers
+        return {"Content-Type": "application/json", **extra, **self.credentials}
 
     async def invoke_async(
         self, function: str, body: dict[str, Any], call_id: str, headers: dict[str, str]
@@ -163,15 +161,12 @@ class QueueDispatcher:
         self._calls: Any = None
 
     async def _queue(self) -> tuple[Any, Any]:
-        import nats
-
         from gateway import messages as m
         from gateway.calls import CallStore
+        from gateway.natsconn import connect
 
         if self._nc is None or self._nc.is_closed:
-            self._nc = await nats.connect(
-                self.nats_url, max_reconnect_attempts=-1, reconnect_time_wait=0.2
-            )
+            self._nc = await connect(self.nats_url, reconnect_time_wait=0.2)
             self._js = self._nc.jetstream()
             self._calls = CallStore(await self._js.key_value(m.STATUS_BUCKET))
         return self._js, self._calls

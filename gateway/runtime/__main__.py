@@ -41,6 +41,38 @@ def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+#: where OpenFaaS mounts a function's secrets
+OPENFAAS_SECRETS = Path("/var/openfaas/secrets")
+
+
+def platform_token() -> str | None:
+    """The credential calls must carry (``platform-token`` in the secrets directory).
+
+    The secrets directory is ``MXT_SECRETS_DIR``, else ``$MXT_DATA_DIR/secrets``, else
+    OpenFaaS's ``/var/openfaas/secrets``. ``MXT_PLATFORM_TOKEN_REQUIRED=false`` turns
+    the check off, for a function that another gateway (OpenFaaS's, with its own auth
+    and network policy) calls directly.
+
+    Raises
+    ------
+    SecretError
+        The check is on and the secret is missing or empty: the replica must not start.
+    """
+    from gateway.auth import read_platform_token
+
+    if os.environ.get("MXT_PLATFORM_TOKEN_REQUIRED", "true").strip().lower() in (
+        "false",
+        "0",
+        "no",
+    ):
+        return None
+    directory = os.environ.get("MXT_SECRETS_DIR")
+    if directory:
+        return read_platform_token(Path(directory))
+    data_dir = os.environ.get("MXT_DATA_DIR")
+    return read_platform_token(Path(data_dir) / "secrets" if data_dir else OPENFAAS_SECRETS)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Load the handler and serve it; the process exit status.
 
@@ -50,13 +82,14 @@ def main(argv: list[str] | None = None) -> int:
         Arguments without the program name.
     """
     arguments = parse_arguments(argv)
+    from gateway.auth import SecretError
     from gateway.runtime.app import create_app
     from gateway.runtime.loader import HandlerLoadError
 
     try:
         configure_logging(arguments.name, os.environ.get("MXT_LOG_LEVEL", "INFO"))
-        app = create_app(arguments.handler, arguments.name)
-    except (HandlerLoadError, ValueError) as error:
+        app = create_app(arguments.handler, arguments.name, platform_token=platform_token())
+    except (HandlerLoadError, ValueError, SecretError) as error:
         print(f"mxt runtime: cannot serve function {arguments.name!r}: {error}", file=sys.stderr)
         return 2
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hmac
 import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -11,9 +12,10 @@ from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 from pydantic import BaseModel
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from gateway.auth import PLATFORM_HEADER_BYTES
 from gateway.runtime.calls import QUERY_METHODS, CallRunner
 from gateway.runtime.limits import RuntimeLimits
 from gateway.runtime.loader import BodyKind, HandlerSpec, load_handler
@@ -40,7 +42,10 @@ class Health(BaseModel):
 
 
 def create_app(
-    handler_dir: Path, function_name: str, limits: RuntimeLimits | None = None
+    handler_dir: Path,
+    function_name: str,
+    limits: RuntimeLimits | None = None,
+    platform_token: str | None = None,
 ) -> FastAPI:
     """The ASGI app serving the handler in ``handler_dir``.
 
@@ -52,6 +57,10 @@ def create_app(
         The function's name (logs, health, OpenAPI title).
     limits
         Size, timeout and thread limits; read from the environment when omitted.
+    platform_token
+        When given, calls are served only with this credential in
+        ``X-Mxt-Platform-Token`` (403 otherwise): only the platform calls a replica.
+        Health and documentation stay open.
 
     Raises
     ------
@@ -74,7 +83,12 @@ def create_app(
     _add_call_routes(app, spec, runner)
     app.openapi = lambda: _openapi(app, spec)  # type: ignore[method-assign]
     reserved = {app.openapi_url, app.docs_url, app.redoc_url, app.swagger_ui_oauth2_redirect_url}
-    app.add_middleware(DirectCalls, runner=runner, reserved_paths=frozenset(reserved - {None}))
+    app.add_middleware(
+        DirectCalls,
+        runner=runner,
+        reserved_paths=frozenset(reserved - {None}),
+        platform_token=platform_token,
+    )
     return app
 
 
@@ -95,12 +109,21 @@ class DirectCalls:
         Serves one call.
     reserved_paths
         Exact paths left to FastAPI (the documentation's).
+    platform_token
+        The credential every call must present (``None``: no check).
     """
 
-    def __init__(self, app: ASGIApp, runner: CallRunner, reserved_paths: frozenset[str]) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        runner: CallRunner,
+        reserved_paths: frozenset[str],
+        platform_token: str | None = None,
+    ) -> None:
         self.app = app
         self.runner = runner
         self.reserved_paths = reserved_paths
+        self.platform_token = platform_token.encode() if platform_token else None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Serve a call, or pass the request on to FastAPI."""
@@ -110,10 +133,30 @@ class DirectCalls:
             and not scope["path"].startswith("/_/")
             and scope["path"] not in self.reserved_paths
         ):
+            if self.platform_token is not None and not self._from_platform(scope):
+                await NOT_FROM_PLATFORM(scope, receive, send)
+                return
             response = await self.runner(Request(scope, receive), scope["path"])
             await response(scope, receive, send)
             return
         await self.app(scope, receive, send)
+
+    def _from_platform(self, scope: Scope) -> bool:
+        assert self.platform_token is not None
+        for key, value in scope["headers"]:
+            if key == PLATFORM_HEADER_BYTES:
+                return hmac.compare_digest(value.strip(), self.platform_token)
+        return False
+
+
+NOT_FROM_PLATFORM = JSONResponse(
+    {
+        "kind": "bad_input",
+        "reason": "this replica takes calls from the platform only (through the gateway)",
+        "call_id": "",
+    },
+    status_code=403,
+)
 
 
 def _add_call_routes(app: FastAPI, spec: HandlerSpec, runner: CallRunner) -> None:

@@ -354,7 +354,13 @@ def test_function_deployed_later_appears_without_reload(page, frontend_stack):
     page.evaluate("window.__sameDocument = true")
     _log_in(page, frontend_stack.password)
     page.locator('#functions-body tr[data-function="echo"]').wait_for()
-    deployment = {"service": "ui-late-echo", "image": "x", "handler": str(REPO / "functions/echo")}
+    handler = str(REPO / "tests/functions/echo")
+    deployment = {
+        "service": "ui-late-echo",
+        "image": "x",
+        "handler": handler,
+        "annotations": {"com.mxt.access": "public"},
+    }
     url = f"{frontend_stack.url}/system/functions"
     response = httpx.post(url, json=deployment, auth=frontend_stack.auth, timeout=HTTP_TIMEOUT)
     assert response.status_code == 202, response.text

@@ -196,7 +196,13 @@ def test_followed_logs_stream_unbuffered(nginx_url, admin):
 
 
 def test_function_deployed_after_nginx_started_is_reachable(nginx_url, admin):
-    deployment = {"service": "late-echo", "image": "x", "handler": str(REPO / "functions/echo")}
+    handler = str(REPO / "tests/functions/echo")
+    deployment = {
+        "service": "late-echo",
+        "image": "x",
+        "handler": handler,
+        "annotations": {"com.mxt.access": "public"},
+    }
     response = httpx.post(
         nginx_url + "/system/functions", json=deployment, auth=admin, timeout=HTTP_TIMEOUT
     )

@@ -16,12 +16,25 @@ import pytest
 from local.stack import EmbeddedStack, write_stack_file
 
 REPO = Path(__file__).resolve().parents[2]
-FUNCTIONS = REPO / "functions"
+FUNCTIONS = REPO / "tests" / "functions"
+ACCESS = "com.mxt.access"
 
 
 def function_entry(handler: str, **extra: Any) -> dict[str, Any]:
-    """A ``stack.yml`` function entry for one of the repository's function folders."""
-    return {"lang": "python3-mxt", "handler": str(FUNCTIONS / handler), **extra}
+    """A ``stack.yml`` entry for one of the test functions (tests/functions).
+
+    Test functions are public unless the entry's annotations say otherwise (a
+    function that declares nothing is internal to the platform).
+    """
+    annotations = dict(extra.pop("annotations", {}))
+    if ACCESS not in annotations and "com.mxt.write" not in annotations:
+        annotations[ACCESS] = "public"
+    return {
+        "lang": "python3-mxt",
+        "handler": str(FUNCTIONS / handler),
+        "annotations": annotations,
+        **extra,
+    }
 
 
 write_stack = write_stack_file
@@ -36,7 +49,11 @@ STACK_FUNCTIONS = {
     "hello-python3-http": function_entry("hello-python3-http"),
     "guarded-echo": function_entry("echo", annotations={"com.mxt.write": "true"}),
     "routed-echo": function_entry(
-        "echo", annotations={"com.mxt.routes": "GET /mxt_test/say/{message}; POST /mxt_test/say"}
+        "echo",
+        annotations={
+            "com.mxt.routes": "GET /mxt_test/say/{message}; POST /mxt_test/say",
+            "com.mxt.access": "read=public, write=operator",
+        },
     ),
     "topic-echo": function_entry(
         "echo", annotations={"topic": "mxt.events.test.>, plain.test.topic"}
@@ -67,7 +84,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedStack]:
     """One embedded stack for the gateway tests that do not stop it."""
     root = tmp_path_factory.mktemp("gateway-stack")
     stack_file = write_stack(root / "stack.yml", STACK_FUNCTIONS)
-    with EmbeddedStack(stack_file, root / "data", env=STACK_ENV) as running:
+    # API deployments may take handlers from the test's temporary folders too
+    env = {**STACK_ENV, "MXT_DEPLOY_ROOTS": str(tmp_path_factory.getbasetemp())}
+    with EmbeddedStack(stack_file, root / "data", env=env) as running:
         yield running
 
 

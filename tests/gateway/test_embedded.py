@@ -178,7 +178,11 @@ def test_killed_stack_leaves_nothing_and_restarts_with_its_deployments(tmp_path:
     stack_file = write_stack(tmp_path / "stack.yml", {"echo": function_entry("echo")})
     stack = EmbeddedStack(stack_file, tmp_path / "data").start()
     assert stack.process is not None
-    deployment = {"service": "api-echo", "handler": str(FUNCTIONS / "echo")}
+    deployment = {
+        "service": "api-echo",
+        "handler": str(FUNCTIONS / "echo"),
+        "annotations": {"com.mxt.access": "public"},
+    }
     deployed = httpx.post(f"{stack.url}/system/functions", json=deployment, auth=stack.auth)
     assert deployed.status_code == 202
     children = _descendants(stack.process.pid)

@@ -6,6 +6,7 @@ import json
 
 import httpx
 
+from gateway.auth import ANONYMOUS
 from gateway.proxy import forward_headers
 
 
@@ -38,22 +39,26 @@ def test_hop_by_hop_headers_are_not_forwarded() -> None:
         "client": ("10.1.2.3", 5555),
         "scheme": "http",
     }
-    forwarded = dict(forward_headers(scope, "the-call"))
+    forwarded = dict(forward_headers(scope, "the-call", ANONYMOUS, "platform-secret"))
     assert forwarded == {
         "content-type": "application/json",
         "X-Forwarded-For": "10.1.2.3",
         "X-Forwarded-Host": "gw:8080",
         "X-Forwarded-Proto": "http",
         "X-Call-Id": "the-call",
+        "X-Mxt-User": "anonymous",
+        "X-Mxt-Role": "anonymous",
+        "X-Mxt-Platform-Token": "platform-secret",
     }
 
 
 def test_supplied_call_id_reaches_the_function(client: httpx.Client, admin: httpx.Client) -> None:
     resp = client.post("/function/echo", json={"message": "x"}, headers={"X-Call-Id": "my-id-1"})
     assert resp.status_code == 200
-    assert resp.headers["x-call-id"] == "my-id-1"
+    # a caller's own call ids live in the x- namespace: never one the platform makes
+    assert resp.headers["x-call-id"] == "x-my-id-1"
     logs = admin.get("/system/logs", params={"name": "echo"}).text
-    assert '\\"call_id\\":\\"my-id-1\\"' in logs
+    assert '\\"call_id\\":\\"x-my-id-1\\"' in logs
 
 
 def test_python3_http_handler_runs_unchanged(client: httpx.Client) -> None:
@@ -123,8 +128,12 @@ def test_resource_routes(client: httpx.Client, admin: httpx.Client) -> None:
     posted = admin.post("/mxt_test/say", json={"message": "posted", "data": {"k": 2}})
     assert posted.status_code == 200
     assert posted.json()["data"] == {"k": 2}
-    not_object = admin.post("/mxt_test/say", content=b"[1, 2]")
+    json_type = {"Content-Type": "application/json"}
+    not_object = admin.post("/mxt_test/say", content=b"[1, 2]", headers=json_type)
     assert not_object.status_code == 400 and "JSON object" in not_object.json()["reason"]
+    # a state change with a body that does not say it is JSON (a form, a text/plain CSRF)
+    untyped = admin.post("/mxt_test/say", content=b'{"message": "x"}')
+    assert untyped.status_code == 415 and "Content-Type" in untyped.json()["reason"]
     unknown = client.get("/mxt_test/nothing/here")
     assert unknown.status_code == 404
     assert unknown.headers["content-type"] == "application/json"

@@ -66,7 +66,7 @@ def test_scale_to_three_round_robins_then_to_zero(admin: httpx.Client, client: h
     for raw in admin.get("/system/logs?name=echo").text.splitlines():
         line = json.loads(raw)
         for call_id in ids:
-            if f'"call_id":"{call_id}"' in line["text"]:
+            if f'"call_id":"x-{call_id}"' in line["text"]:
                 served_by[call_id] = line["instance"]
     assert sorted(Counter(served_by.values()).values()) == [10, 10, 10]
 
@@ -82,7 +82,12 @@ def test_scale_to_three_round_robins_then_to_zero(admin: httpx.Client, client: h
 
 
 def test_deploy_update_delete_through_the_api(admin: httpx.Client, client: httpx.Client):
-    deployment = {"service": "late-echo", "image": "x", "handler": str(FUNCTIONS / "echo")}
+    deployment = {
+        "service": "late-echo",
+        "image": "x",
+        "handler": str(FUNCTIONS / "echo"),
+        "annotations": {"com.mxt.access": "public"},
+    }
     assert admin.post("/system/functions", json=deployment).status_code == 202
     assert admin.post("/system/functions", json=deployment).status_code == 409
     resp = client.post("/function/late-echo", json={"message": "new"})
@@ -156,7 +161,7 @@ def test_lazy_function_starts_on_first_call(admin: httpx.Client, client: httpx.C
     deployment = {
         "service": "lazy-echo",
         "handler": str(FUNCTIONS / "echo"),
-        "annotations": {"com.mxt.lazy": "true"},
+        "annotations": {"com.mxt.lazy": "true", "com.mxt.access": "public"},
     }
     assert admin.post("/system/functions", json=deployment).status_code == 202
     status = admin.get("/system/function/lazy-echo").json()
@@ -171,7 +176,11 @@ def test_broken_handler_fails_fast_with_the_reason(
 ) -> None:
     folder = tmp_path_factory.mktemp("broken")
     (folder / "handler.py").write_text("import no_such_module_here\n")
-    deployment = {"service": "broken", "handler": str(folder)}
+    deployment = {
+        "service": "broken",
+        "handler": str(folder),
+        "annotations": {"com.mxt.access": "public"},
+    }
     assert admin.post("/system/functions", json=deployment).status_code == 202
     try:
         resp = wait_for(lambda: (r := client.post("/function/broken")).status_code == 503 and r)

@@ -17,7 +17,8 @@ from gateway.runtime.limits import RuntimeLimits
 from gateway.runtime.logs import JsonFormatter
 
 REPOSITORY = Path(__file__).resolve().parents[2]
-FUNCTIONS = REPOSITORY / "functions"
+# the platform's test functions (tests/stack.yml)
+FUNCTIONS = REPOSITORY / "tests" / "functions"
 
 
 @pytest.fixture()

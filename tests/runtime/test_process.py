@@ -14,6 +14,12 @@ from pathlib import Path
 import httpx
 import pytest
 
+from gateway.auth import (
+    PLATFORM_TOKEN_FILE,
+    ensure_secret,
+    platform_headers,
+    read_platform_token,
+)
 from local.natsd import free_port
 from tests.runtime.conftest import FUNCTIONS, REPOSITORY
 
@@ -32,12 +38,20 @@ def _wait_healthy(url: str, process: subprocess.Popen, deadline_seconds: float =
     pytest.fail("runtime not healthy")
 
 
+@pytest.fixture(scope="module")
+def platform_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """The environment of a replica: a secrets directory holding the platform's token."""
+    secrets_dir = tmp_path_factory.mktemp("secrets")
+    ensure_secret(secrets_dir, PLATFORM_TOKEN_FILE)
+    return {**os.environ, "MXT_SECRETS_DIR": str(secrets_dir)}
+
+
 @pytest.fixture()
-def echo_process(tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen, Path]]:
+def echo_process(tmp_path: Path, platform_env) -> Iterator[tuple[str, subprocess.Popen, Path]]:
     """The echo function served by its own process on a free port, 4 KiB body limit."""
     port = free_port()
     log_file = tmp_path / "echo.log"
-    environment = {**os.environ, "MXT_MAX_BODY_BYTES": "4096"}
+    environment = {**platform_env, "MXT_MAX_BODY_BYTES": "4096"}
     with open(log_file, "wb") as stderr:
         process = subprocess.Popen(
             [sys.executable, "-m", "gateway.runtime", "--handler", str(FUNCTIONS / "echo")]
@@ -57,21 +71,26 @@ def echo_process(tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen, Path]]
             process.wait(10)
 
 
-def test_echo_process_serves_limits_logs_and_stops_cleanly(echo_process):
+def test_echo_process_serves_limits_logs_and_stops_cleanly(echo_process, platform_env):
     url, process, log_file = echo_process
+    platform = platform_headers(read_platform_token(Path(platform_env["MXT_SECRETS_DIR"])))
     health = httpx.get(f"{url}/_/health").json()
     echoed = httpx.post(
         f"{url}/sub",
         json={"message": "over the wire"},
-        headers={"X-Call-Id": "proc-1", "X-Mxt-Run-Id": "run-9", "X-Mxt-Task-Id": "task-3"},
+        headers={"X-Call-Id": "proc-1", "X-Mxt-Run-Id": "run-9", "X-Mxt-Task-Id": "task-3"}
+        | platform,
     )
+    # a replica takes calls from the platform only: without (or with a wrong) token, 403
+    outsider = httpx.post(f"{url}/sub", json={"message": "from outside"})
+    forged = httpx.post(url, json={"message": "x"}, headers={"X-Mxt-Platform-Token": "guess"})
 
     def chunked_body() -> Iterator[bytes]:
         for _ in range(8):
             yield b"z" * 1024
 
-    chunked = httpx.post(url, content=chunked_body())
-    declared = httpx.post(url, content=b"z" * 5000)
+    chunked = httpx.post(url, content=chunked_body(), headers=platform)
+    declared = httpx.post(url, content=b"z" * 5000, headers=platform)
 
     process.send_signal(signal.SIGTERM)
     # uvicorn drains, then re-raises the signal so the parent sees "terminated by SIGTERM"
@@ -81,6 +100,8 @@ def test_echo_process_serves_limits_logs_and_stops_cleanly(echo_process):
     assert echoed.status_code == 200
     assert echoed.json() == {"message": "over the wire", "data": None, "path": "/sub"}
     assert echoed.headers["x-call-id"] == "proc-1"
+    assert outsider.status_code == forged.status_code == 403
+    assert "platform" in outsider.json()["reason"]
     assert chunked.status_code == 413
     assert chunked.json()["reason"].startswith("request body exceeds the limit of 4096 bytes")
     assert declared.status_code == 413
@@ -95,12 +116,13 @@ def test_echo_process_serves_limits_logs_and_stops_cleanly(echo_process):
     assert call[0]["status"] == 200 and call[0]["path"] == "/sub"
 
 
-def test_unloadable_handler_exits_non_zero_with_the_reason(tmp_path):
+def test_unloadable_handler_exits_non_zero_with_the_reason(tmp_path, platform_env):
     (tmp_path / "handler.py").write_text("import definitely_not_installed\n")
     finished = subprocess.run(
         [sys.executable, "-m", "gateway.runtime", "--handler", str(tmp_path), "--name", "broken"]
         + ["--port", str(free_port())],
         cwd=REPOSITORY,
+        env=platform_env,
         capture_output=True,
         text=True,
         timeout=60,
@@ -118,15 +140,35 @@ def test_unloadable_handler_exits_non_zero_with_the_reason(tmp_path):
         ("MXT_CALL_TIMEOUT_SECONDS", "0", "MXT_CALL_TIMEOUT_SECONDS='0' must be positive"),
     ],
 )
-def test_invalid_setting_exits_non_zero_with_the_variable_named(variable, value, message):
+def test_invalid_setting_exits_non_zero_with_the_variable_named(
+    variable, value, message, platform_env
+):
     finished = subprocess.run(
         [sys.executable, "-m", "gateway.runtime", "--handler", str(FUNCTIONS / "echo")]
         + ["--name", "echo", "--port", str(free_port())],
         cwd=REPOSITORY,
-        env={**os.environ, variable: value},
+        env={**platform_env, variable: value},
         capture_output=True,
         text=True,
         timeout=60,
     )
     assert finished.returncode == 2
     assert message in finished.stderr
+
+
+@pytest.mark.parametrize("content", [None, ""])
+def test_missing_or_empty_platform_token_refuses_to_start(tmp_path, content):
+    """A replica without its secret must not start open to anyone."""
+    if content is not None:
+        (tmp_path / PLATFORM_TOKEN_FILE).write_text(content)
+    finished = subprocess.run(
+        [sys.executable, "-m", "gateway.runtime", "--handler", str(FUNCTIONS / "echo")]
+        + ["--name", "echo", "--port", str(free_port())],
+        cwd=REPOSITORY,
+        env={**os.environ, "MXT_SECRETS_DIR": str(tmp_path)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert finished.returncode == 2
+    assert ("is empty" if content is not None else "is missing") in finished.stderr

@@ -99,13 +99,30 @@ def test_valid_stack_with_every_key(tmp_path):
     assert (plain.scale_min, plain.scale_max) == (1, 20)
 
 
-def test_repository_stack_loads_and_every_function_folder_serves():
-    stack = load_stack(REPOSITORY / "stack.yml")
-    assert {"echo", "sleep", "fail-n-times", "hello-python3-http"} <= set(stack.functions)
+@pytest.mark.parametrize("path", ["stack.yml", "tests/stack.yml"])
+def test_repository_stacks_load_and_every_function_folder_serves(path):
+    stack = load_stack(REPOSITORY / path)
     for name, function in stack.functions.items():
         assert function.handler_dir.is_dir(), name
         if function.lang in ("python3-mxt", "python3-http"):
             load_handler(function.handler_dir, name)
+
+
+def test_test_functions_live_in_the_test_stack_only():
+    production = load_stack(REPOSITORY / "stack.yml").functions
+    tests = load_stack(REPOSITORY / "tests" / "stack.yml").functions
+    assert set(tests) == {"echo", "sleep", "fail-n-times", "hello-python3-http"}
+    assert not set(tests) & set(production)
+
+
+def test_every_production_function_declares_its_access():
+    """Who may call what is stated for each function, never left to the default."""
+    functions = load_stack(REPOSITORY / "stack.yml").functions
+    undeclared = [n for n, f in functions.items() if "com.mxt.access" not in f.annotations]
+    assert undeclared == []
+    internal = {n for n, f in functions.items() if f.annotations["com.mxt.access"] == "internal"}
+    assert {"orchestrator-advance", "orchestrator-raw-arrived"} <= internal
+    assert {n for n in functions if n.startswith("brick-")} <= internal
 
 
 def _error(tmp_path: Path, text: str, **kwargs) -> StackError:

@@ -13,6 +13,12 @@ import httpx
 import pytest
 import yaml
 
+from gateway.auth import (
+    PLATFORM_TOKEN_FILE,
+    ensure_secret,
+    platform_headers,
+    read_platform_token,
+)
 from gateway.stack import load_stack
 from local.natsd import free_port
 from tests.runtime.conftest import FUNCTIONS, REPOSITORY
@@ -69,8 +75,12 @@ def test_every_dockerfile_copy_source_is_in_the_build_context(tmp_path):
 def test_index_py_serves_the_function_as_the_watchdog_starts_it(tmp_path, function):
     context = build_context(tmp_path / "build" / function, FUNCTIONS / function)
     port = free_port()
+    secrets_dir = tmp_path / "secrets"  # as OpenFaaS mounts /var/openfaas/secrets
+    ensure_secret(secrets_dir, PLATFORM_TOKEN_FILE)
+    platform = platform_headers(read_platform_token(secrets_dir))
     environment = {
         **os.environ,
+        "MXT_SECRETS_DIR": str(secrets_dir),
         "upstream_url": f"http://127.0.0.1:{port}",
         "HOSTNAME": f"{function}-7d9c8b6f4d-x2v9q",
     }
@@ -86,10 +96,10 @@ def test_index_py_serves_the_function_as_the_watchdog_starts_it(tmp_path, functi
         _wait_healthy(url, process)
         health = httpx.get(f"{url}/_/health").json()
         if function == "echo":
-            response = httpx.post(url, json={"message": "from the template"})
+            response = httpx.post(url, json={"message": "from the template"}, headers=platform)
             assert response.json()["message"] == "from the template"
         else:
-            response = httpx.get(url, params={"name": "watchdog"})
+            response = httpx.get(url, params={"name": "watchdog"}, headers=platform)
             assert response.json()["greeting"] == "Hello, watchdog!"
     finally:
         process.terminate()
