@@ -17,6 +17,7 @@ COMMAND_MODULES = (
     "local.cli_runs",  # submit, runs, run, cancel, rerun, products, demo
     "local.cli_proxy",  # proxy nginx
     "local.cli_db",  # db upgrade, db current
+    "local.cli_users",  # users list, add, remove
 )
 
 

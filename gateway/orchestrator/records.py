@@ -208,6 +208,27 @@ def finish_task(
     return "kept" if ended is not None and registered is None else None
 
 
+def foreign_outputs(run_id: str, response: dict[str, Any]) -> list[str]:
+    """The outputs of a brick's answer that are not the run's own products.
+
+    A brick writes only under ``products/<run_id>/`` (``storage.brick_adapter.output_ref``);
+    an answer naming anything else (another run's notice, a raw file) is refused, so
+    that no completion can make a run register, or alert with, what it did not make.
+    """
+    prefix = f"products/{run_id}/"
+    outputs = response.get("outputs")
+    if not isinstance(outputs, dict):
+        return ["(outputs is not an object)"]
+    return [
+        f"{name}: {output.get('ref')!r}" if isinstance(output, dict) else f"{name}: not an object"
+        for name, output in outputs.items()
+        if not isinstance(output, dict)
+        or not isinstance(output.get("ref"), str)
+        or not output["ref"].startswith(prefix)
+        or ".." in output["ref"].split("/")
+    ]
+
+
 def register_products(
     db: Session, run_id: str, task_id: str, response: dict[str, Any]
 ) -> list[ProductRegistered]:

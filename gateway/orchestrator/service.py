@@ -416,7 +416,16 @@ class Orchestrator:
         if dag is None or ref.task not in dag.nodes:
             return "ignored"
         if completed.state == "succeeded":
-            first = await self._task_succeeded(ref.run_id, ref.task, ref.attempt, completed)
+            response = _response_body(completed)
+            foreign = records.foreign_outputs(ref.run_id, response)
+            if foreign:
+                reason = "outputs outside the run's products refused: " + "; ".join(foreign)
+                return await self._task_failed(
+                    ref.run_id, ref.task, ref.attempt, completed, dag, reason
+                )
+            first = await self._task_succeeded(
+                ref.run_id, ref.task, ref.attempt, completed, response
+            )
             # the completion that finds every task ended (read after its own commit) ends
             # the run; of two last completions at once, at least the later one finds it
             if await self.dispatch_ready(ref.run_id, dag, heal=not first):
@@ -425,10 +434,14 @@ class Orchestrator:
         return await self._task_failed(ref.run_id, ref.task, ref.attempt, completed, dag)
 
     async def _task_succeeded(
-        self, run_id: str, brick: str, attempt: int, completed: CallCompleted
+        self,
+        run_id: str,
+        brick: str,
+        attempt: int,
+        completed: CallCompleted,
+        response: dict[str, Any],
     ) -> bool:
         """Record a brick's success and products; False when this delivery is a repeat."""
-        response = _response_body(completed)
         task_id = st.task_id_of(run_id, brick)
         registered: list[ProductRegistered] = []
         with records.transaction() as db:
@@ -483,11 +496,19 @@ class Orchestrator:
         )
 
     async def _task_failed(
-        self, run_id: str, brick: str, attempt: int, completed: CallCompleted, dag: Dag
+        self,
+        run_id: str,
+        brick: str,
+        attempt: int,
+        completed: CallCompleted,
+        dag: Dag,
+        refused: str | None = None,
     ) -> str:
-        reason = _failure_reason(completed)
+        """Retry a transient failure or fail the task and the run; ``refused``: a
+        successful answer the orchestrator refuses (failed for good, with that reason)."""
+        reason = refused or _failure_reason(completed)
         task_id = st.task_id_of(run_id, brick)
-        transient = (
+        transient = refused is None and (
             completed.status_code is None or classify_status(completed.status_code) == "transient"
         )
         if transient and attempt <= dag.parameters.retries:

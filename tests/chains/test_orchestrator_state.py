@@ -253,3 +253,21 @@ def test_a_programme_missing_an_edge_is_rejected_naming_it() -> None:
     )
     with pytest.raises(BadInput, match="bin_seconds"):
         build_dag(bad_param)
+
+
+def test_a_completion_naming_another_runs_products_fails_the_task(orchestration: Any) -> None:
+    """A forged (or buggy) success registering what its run did not make is refused:
+    no product of the other run is taken, no alert published, the task fails with why."""
+    from gateway.orchestrator.views import list_products, run_view
+
+    endpoint, nats_url = orchestration
+    victim = start(endpoint, nats_url, "ToO")
+    run_id = start(endpoint, nats_url, "ToO")
+    forged = completion(victim, "ingest")  # outputs under products/<victim>/...
+    forged.call_id = f"{run_id}_ingest_1"
+    assert complete_in_thread(endpoint, nats_url, forged) == "failed"
+    view = run_view(run_id)
+    tasks = {t["brick"]: t for t in view["tasks"]}
+    assert view["state"] == "failed" and tasks["ingest"]["state"] == "failed"
+    assert f"products/{victim}/" in tasks["ingest"]["error"]
+    assert list_products(run_id) == [] and tasks["ingest"]["products"] == []
