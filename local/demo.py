@@ -137,6 +137,9 @@ def _summary(
         click.echo("stack      stopped (--no-keep)")
         return
     click.echo(f"dashboard  {url}/ui/#/runs/{run['run_id']}")
+    password_file = data_dir / "secrets" / "basic-auth-password"
+    click.echo(f"login      user admin, password in {shlex.quote(str(password_file))}")
+    click.echo("           (others: mxt users add NAME --role scientist|operator|admin)")
     how = "left running" if started else "was already running before the demo: left running"
     click.echo(f"stack      {how}; stop it with:")
     click.echo(f"  mxt down --data-dir {shlex.quote(str(data_dir))}")

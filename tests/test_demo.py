@@ -75,3 +75,15 @@ def test_demo_no_keep_finds_the_burst_and_stops_its_stack(tmp_path: Path) -> Non
 
     assert _processes_of(data_dir) == []
     assert read_state(data_dir) is None  # no stack described as running on it
+
+
+def test_demo_summary_says_how_to_log_in_when_the_stack_stays(tmp_path: Path, capsys) -> None:
+    from local.demo import _summary
+
+    run = {"run_id": "r-1", "state": "succeeded"}
+    found = {"offset_arcsec": 3.0, "err90_arcsec": 20.0, "inside": "inside"}
+    _summary(tmp_path, "http://127.0.0.1:9", run, found, 0.0, started=True, stopped=False)
+    out = capsys.readouterr().out
+    password_file = tmp_path / "secrets" / "basic-auth-password"
+    assert f"login      user admin, password in {password_file}" in out
+    assert "mxt users add" in out and "mxt down" in out
