@@ -14,11 +14,12 @@ import logging
 import time
 from typing import Any, ClassVar, Literal
 
-import nats
 import orjson
 from nats.aio.client import Client
 from nats.js import JetStreamContext
 from pydantic import BaseModel, ConfigDict, Field
+
+from gateway.natsconn import connect
 
 log = logging.getLogger("mxt.events")
 
@@ -145,9 +146,7 @@ class EventPublisher:
         async with self._lock:
             if self._js is None or self._nc is None or self._nc.is_closed:
                 # reconnect forever: a restarted nats-server must not lose later events
-                self._nc = await nats.connect(
-                    self.nats_url, max_reconnect_attempts=-1, reconnect_time_wait=0.2
-                )
+                self._nc = await connect(self.nats_url, reconnect_time_wait=0.2)
                 self._js = self._nc.jetstream()
             return self._js
 

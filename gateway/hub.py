@@ -194,16 +194,14 @@ class _Hub:
 
     async def jetstream(self) -> Any:
         """JetStream context: the gateway's connection, or one of ours opened on first use."""
-        import nats
+        from gateway.natsconn import connect
 
         if self.shared_nc is not None and self.shared_nc.is_connected:
             return self.shared_nc.jetstream()
         async with self._lock:
             if self._nc is None or self._nc.is_closed:
                 url = self.nats_url or os.environ.get("MXT_NATS_URL", "nats://127.0.0.1:4222")
-                self._nc = await nats.connect(
-                    url, connect_timeout=2, max_reconnect_attempts=-1, name="mxt-websocket-hub"
-                )
+                self._nc = await connect(url, connect_timeout=2, name="mxt-websocket-hub")
         return self._nc.jetstream()
 
     def remember_programme(self, run_id: str, programme: str | None) -> None:

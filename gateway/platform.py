@@ -13,7 +13,6 @@ import logging
 from collections.abc import Iterable
 from pathlib import Path
 
-import nats
 from nats.aio.client import Client as NatsClient
 from nats.js import JetStreamContext
 
@@ -22,6 +21,7 @@ from gateway.auth import BasicAuth, read_password
 from gateway.calls import CallStore
 from gateway.connector import TopicConnector
 from gateway.functions import FunctionSpec
+from gateway.natsconn import connect
 from gateway.provider import LocalProvider
 from gateway.proxy import Forwarder
 from gateway.routes import RouteTable
@@ -50,16 +50,13 @@ def load_stack_specs(path: Path) -> Iterable[FunctionSpec]:
     ]
 
 
-async def _report_nats_error(error: Exception) -> None:
-    # one line, not nats-py's traceback per reconnect attempt
-    log.warning("NATS: %s: %s", type(error).__name__, error)
+async def connect_nats(url: str, secrets_dir: Path | None = None) -> NatsClient:
+    """A NATS connection with the bus credentials that reconnects forever, every 0.5 s.
 
-
-async def connect_nats(url: str) -> NatsClient:
-    """A NATS connection that reconnects forever, every half second."""
-    return await nats.connect(
-        url, max_reconnect_attempts=-1, reconnect_time_wait=0.5, error_cb=_report_nats_error
-    )
+    ``gateway.natsconn.connect`` with its defaults; the password is ``nats-password``
+    in ``secrets_dir`` (the environment's secrets directory when omitted).
+    """
+    return await connect(url, secrets_dir=secrets_dir)
 
 
 class Platform:
@@ -95,7 +92,7 @@ class Platform:
 
     async def start(self) -> None:
         """Connect to NATS, declare the streams, start functions, worker and connector."""
-        self.nc = await connect_nats(self.settings.nats_url)
+        self.nc = await connect_nats(self.settings.nats_url, self.settings.secrets_path)
         self.js = self.nc.jetstream()
         self.calls = CallStore(await infrastructure.declare(self.js, self.settings))
         await self.forwarder.open()

@@ -99,17 +99,19 @@ async def publish_object_created(nats_url: str, info: ObjectInfo) -> None:
     Transient
         When NATS is unreachable or JetStream does not acknowledge.
     """
-    import nats
     from nats.errors import Error as NatsError
+
+    from gateway.natsconn import connect, url_without_credentials
 
     body = json.dumps(object_created_event(info)).encode()
     try:
         # nats-py retries a refused first connection forever unless told otherwise
         nc = await asyncio.wait_for(
-            nats.connect(nats_url, connect_timeout=2, allow_reconnect=False), CONNECT_SECONDS
+            connect(nats_url, connect_timeout=2, allow_reconnect=False), CONNECT_SECONDS
         )
     except (OSError, NatsError, TimeoutError) as exc:
-        raise Transient(f"cannot reach NATS at {nats_url}: {exc}") from exc
+        where = url_without_credentials(nats_url)
+        raise Transient(f"cannot reach NATS at {where}: {exc}") from exc
     try:
         js = nc.jetstream()
         await ensure_storage_stream(js)
