@@ -3,7 +3,8 @@
 The client commands find the running stack through its state file in the data
 directory (``--data-dir`` or ``MXT_DATA_DIR``), or talk to ``--gateway`` / the
 ``MXT_GATEWAY_URL`` of a deployed gateway, with the admin password from the secrets
-directory.
+directory, or as another user: ``MXT_USER`` with its password in the file
+``MXT_PASSWORD_FILE`` (docs/security.md).
 """
 
 from __future__ import annotations
@@ -50,7 +51,9 @@ class Client:
             or os.environ.get("MXT_GATEWAY_URL", "http://127.0.0.1:8080")
         ).rstrip("/")
         secrets = Path(os.environ.get("MXT_SECRETS_DIR") or self.data_dir / "secrets")
-        self.password_file = secrets / "basic-auth-password"
+        self.user = os.environ.get("MXT_USER") or "admin"
+        given = os.environ.get("MXT_PASSWORD_FILE")
+        self.password_file = Path(given) if given else secrets / "basic-auth-password"
 
     def request(
         self,
@@ -65,7 +68,8 @@ class Client:
 
         headers = dict(headers or {})
         if self.password_file.exists():
-            headers["Authorization"] = basic_auth_header(self.password_file.read_text().strip())
+            password = self.password_file.read_text().strip()
+            headers["Authorization"] = basic_auth_header(password, self.user)
         request = urllib.request.Request(self.url + path, data=body, method=method, headers=headers)
         try:
             return urllib.request.urlopen(request, timeout=timeout)
@@ -225,7 +229,9 @@ def worker(
         overrides["worker_concurrency"] = concurrency
     settings = GatewaySettings(**overrides)
     try:
-        token = read_platform_token(client.password_file.parent)
+        token = read_platform_token(
+            Path(os.environ.get("MXT_SECRETS_DIR") or client.data_dir / "secrets")
+        )
     except SecretError as exc:
         raise click.ClickException(
             f"{exc} (a worker needs the stack's platform credential)"

@@ -258,8 +258,13 @@ def users_stack(tmp_path_factory: pytest.TempPathFactory):
         yield stack
 
 
-def mxt(stack: EmbeddedStack, *args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "MXT_SECRETS_DIR": str(stack.data_dir / "secrets")}
+def mxt(stack: EmbeddedStack, *args: str, **extra_env: str) -> subprocess.CompletedProcess:
+    env = {
+        **os.environ,
+        "MXT_SECRETS_DIR": str(stack.data_dir / "secrets"),
+        "MXT_DATA_DIR": str(stack.data_dir),
+        **extra_env,
+    }
     return subprocess.run(
         [sys.executable, "-c", "from local.cli import main; main()", *args],
         env=env, capture_output=True, text=True,
@@ -278,6 +283,13 @@ def test_users_added_and_removed_with_the_cli_take_effect_without_restart(users_
     assert wait_for(lambda: httpx.post(url, json={"message": "hi"}, auth=olga).status_code == 200)
     whoami = httpx.get(users_stack.url + "/system/whoami", auth=olga).json()
     assert whoami == {"user": "olga", "role": "operator"}
+    # the CLI as that user (MXT_USER, MXT_PASSWORD_FILE) rather than as the admin
+    as_olga = {"MXT_USER": "olga", "MXT_PASSWORD_FILE": str(password_file)}
+    invoked = mxt(users_stack, "invoke", "guarded", "--data", '{"message": "cli"}', **as_olga)
+    assert invoked.returncode == 0 and "cli" in invoked.stdout, invoked.stderr
+    wrong = mxt(users_stack, "invoke", "guarded", "--data", "{}", MXT_USER="olga",
+                MXT_PASSWORD_FILE=str(tmp_path / "absent"))  # fmt: skip
+    assert wrong.returncode != 0 and "401" in wrong.stderr
     # demoted to scientist: the same login is now too little for this function
     assert mxt(users_stack, "users", "add", "olga", "--role", "scientist",
                "--password-file", str(password_file)).returncode == 0  # fmt: skip
