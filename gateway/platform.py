@@ -17,7 +17,7 @@ from nats.aio.client import Client as NatsClient
 from nats.js import JetStreamContext
 
 from gateway import infrastructure
-from gateway.auth import BasicAuth, read_password
+from gateway.auth import Authenticator, read_platform_token
 from gateway.calls import CallStore
 from gateway.connector import TopicConnector
 from gateway.functions import FunctionSpec
@@ -71,10 +71,12 @@ class Platform:
 
     def __init__(self, settings: GatewaySettings, run_connector: bool = True) -> None:
         self.settings = settings
-        self.auth = BasicAuth(read_password(settings.secrets_path))
+        # both refuse to start without their secrets (SecretError): no open door
+        self.auth = Authenticator(settings.secrets_path)
+        self.platform_token = read_platform_token(settings.secrets_path)
         self.provider = LocalProvider(settings, load_stack_specs)
         self.forwarder = Forwarder(
-            settings.max_body_bytes, settings.upstream_timeout, settings.start_timeout
+            settings.upstream_timeout, settings.start_timeout, self.platform_token
         )
         self.routes = RouteTable()
         self.nc: NatsClient | None = None
@@ -97,9 +99,10 @@ class Platform:
         self.calls = CallStore(await infrastructure.declare(self.js, self.settings))
         await self.forwarder.open()
         await self.provider.start()
-        password = read_password(self.settings.secrets_path)
         if self.settings.run_worker:
-            self.worker = QueueWorker(self.settings, self.js, self.calls, password, self.provider)
+            self.worker = QueueWorker(
+                self.settings, self.js, self.calls, self.platform_token, self.provider
+            )
             await self.worker.start()
         if self.run_connector:
             self.connector = TopicConnector(
