@@ -5,6 +5,15 @@ so a function deployed later is reachable through nginx without a reload. Each p
 of the proxy table gets its own limits: request body size, timeouts, and no response
 buffering where responses stream (the websocket, followed logs as server-sent events).
 
+Before any proxying, nginx refuses (400, its own JSON answer) a request whose raw
+path climbs or has an empty segment: ``..`` and ``.`` segments, also percent-encoded
+once or twice (``%2e%2e``, ``%2E.``, ``.%2e``, ``%252e``) or delimited by encoded
+slashes or backslashes (``..%2f``), and ``//``. The check reads ``$request_uri``,
+what the client sent: nginx's own ``$uri`` is already decoded and normalised and would
+hide them. ``proxy_pass`` has no URI part, so the gateway receives the request URI
+exactly as the client sent it (nginx neither decodes, normalises nor merges slashes on
+the way); the gateway checks it again (``gateway.policy.safe_subpath``).
+
 The full configuration uses paths relative to nginx's prefix, so it runs as is with::
 
     nginx -p /some/dir -c nginx.conf
@@ -19,6 +28,30 @@ from urllib.parse import urlsplit
 from bricks.errors import BadInput
 
 MIB = 1024 * 1024
+#: the internal location answering refused paths (never reachable from outside)
+REFUSED_LOCATION = "/.mxt-refused-path"
+# A segment delimiter and a dot in the raw request URI: as sent, percent-encoded once
+# or twice (nginx matches them case-insensitively: ~*). \x5c is a backslash.
+_DELIM = r"(/|%2f|%252f|\x5c|%5c|%255c)"
+_DOT = r"(\.|%2e|%252e)"
+#: regexes on ``$request_uri`` (path part only: up to the first ``?``) refused with 400
+REFUSED_PATHS = (
+    # a "." or ".." segment, whatever its encoding
+    rf"^[^?]*{_DELIM}{_DOT}{{1,2}}({_DELIM}|\?|$)",
+    # an empty segment: "//", also with encoded slashes
+    r"^[^?]*(/|%2f|%252f)(/|%2f|%252f)",
+)
+REFUSED_BODY = (
+    '{"kind": "bad_input", "reason": "the path climbs or has an empty segment '
+    '(a . or .. segment, //, or their percent-encoded forms): refused by the proxy"}'
+)
+#: headers on the answers nginx writes itself (the dashboard's own come from the gateway)
+OWN_HEADERS = (
+    ("X-Content-Type-Options", "nosniff"),
+    ("X-Frame-Options", "DENY"),
+    ("Referrer-Policy", "no-referrer"),
+    ("Content-Security-Policy", "default-src 'none'; frame-ancestors 'none'"),
+)
 
 
 @dataclass(frozen=True)
@@ -121,6 +154,7 @@ def _location_block(rule: ProxyRule) -> list[str]:
     lines = [
         f"        # {rule.what}",
         f"        location {rule.location} {{",
+        # no URI part: the request URI goes upstream exactly as the client sent it
         "            proxy_pass http://mxt_gateway;",
         f"            client_max_body_size {_size(rule.max_body_bytes)};",
         f"            proxy_read_timeout {int(rule.read_timeout)}s;",
@@ -165,6 +199,47 @@ def gateway_address(gateway_url: str) -> str:
     return f"{host}:{parts.port or 80}"
 
 
+def _own_headers(indent: str) -> list[str]:
+    """``add_header`` lines of :data:`OWN_HEADERS` (``always``: on error answers too)."""
+    return [f'{indent}add_header {name} "{value}" always;' for name, value in OWN_HEADERS]
+
+
+def refusal_config() -> tuple[list[str], list[str], list[str]]:
+    """The three parts of the climbing-path refusal: http-level map, server check, location.
+
+    The map flags a raw request URI matching :data:`REFUSED_PATHS`; the server-level
+    check (the rewrite phase, before any location) sends it to the internal location,
+    which answers 400 with a JSON reason. Nothing of it reaches the gateway.
+    """
+    mapping = [
+        "    # 1 when the raw request URI climbs or has an empty segment (see below)",
+        "    map $request_uri $mxt_refused_path {",
+        "        default 0;",
+        *(f'        "~*{regex}" 1;' for regex in REFUSED_PATHS),
+        "    }",
+    ]
+    check = [
+        "        # The path as the client sent it ($request_uri, not nginx's normalised $uri)",
+        "        # must not climb: '..' or '.' segments, encoded or not, and '//' are refused",
+        "        # here, before any proxying. Slashes are not merged either: every location",
+        "        # sees what the gateway will see.",
+        "        merge_slashes off;",
+        "        if ($mxt_refused_path) {",
+        f"            rewrite ^ {REFUSED_LOCATION} last;",
+        "        }",
+    ]
+    location = [
+        "        # the answer to a refused path (internal: only the check above leads here)",
+        f"        location = {REFUSED_LOCATION} {{",
+        "            internal;",
+        "            default_type application/json;",
+        *_own_headers("            "),
+        f"            return 400 '{REFUSED_BODY}\\n';",
+        "        }",
+    ]
+    return mapping, check, location
+
+
 def server_config(
     gateway_url: str, listen: int, rules: list[ProxyRule], server_name: str = "_"
 ) -> str:
@@ -185,11 +260,14 @@ def server_config(
     """
     if not 0 < listen < 65536:
         raise BadInput(f"listen port {listen}: expected 1-65535")
+    mapping, check, refused = refusal_config()
     lines = [
         "    map $http_upgrade $connection_upgrade {",
         "        default upgrade;",
         "        ''      close;",
         "    }",
+        "",
+        *mapping,
         "",
         "    upstream mxt_gateway {",
         f"        server {gateway_address(gateway_url)};",
@@ -202,7 +280,12 @@ def server_config(
         "        proxy_http_version 1.1;",
         "        proxy_connect_timeout 5s;",
         "",
+        *check,
+        "",
+        *refused,
+        "",
         "        location = / {",
+        *_own_headers("            "),
         "            return 302 /ui/;",
         "        }",
         "",
@@ -231,7 +314,11 @@ def nginx_config(gateway_url: str, listen: int, rules: list[ProxyRule]) -> str:
         "}",
         "",
         "http {",
-        "    access_log access.log;",
+        "    # upstream=-: nginx answered itself (a refused path, the redirect to /ui/)",
+        "    log_format mxt '$remote_addr - $remote_user [$time_local] \"$request\" $status '",
+        '                   \'$body_bytes_sent "$http_referer" "$http_user_agent" \'',
+        "                   'upstream=$upstream_addr';",
+        "    access_log access.log mxt;",
         "    default_type application/octet-stream;",
         "    client_body_temp_path tmp/body;",
         "    proxy_temp_path tmp/proxy;",

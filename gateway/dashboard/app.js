@@ -1,6 +1,6 @@
 // The dashboard's entry point: hash routes, login dialog, page lifecycle.
 
-import { loggedIn, login, logout } from "./api.js";
+import { loggedIn, login, logout, refreshLogin, whoami } from "./api.js";
 import { caldbPage, configsPage, functionsPage, observationsPage } from "./browse.js";
 import { fill, h, notice } from "./dom.js";
 import { runPage } from "./run.js";
@@ -39,9 +39,19 @@ function setupLogin() {
   const dialog = document.getElementById("login-dialog");
   const form = document.getElementById("login-form");
   const error = document.getElementById("login-error");
-  const refresh = () => { button.textContent = loggedIn() ? "Log out" : "Log in"; };
+  const who = document.getElementById("whoami");
+  const refresh = () => {
+    button.textContent = loggedIn() ? "Log out" : "Log in";
+    const current = whoami();
+    who.hidden = !current;
+    who.textContent = current ? `${current.user} (${current.role})` : "";
+    who.title = current ? `Logged in as ${current.user}, role ${current.role}` : "";
+    if (current) who.dataset.role = current.role;
+    else delete who.dataset.role;
+  };
   refresh();
   document.addEventListener("mxt-auth", refresh);
+  refreshLogin(); // the kept login's role may have changed since (or it no longer works)
   button.addEventListener("click", () => {
     if (loggedIn()) { logout(); return; }
     error.hidden = true;

@@ -1,6 +1,6 @@
 // Browsing pages: observations, CALDB files, programme configurations.
 
-import { caldbURL, getJSON, loggedIn } from "./api.js";
+import { caldbURL, can, cannotReason, getJSON } from "./api.js";
 import { fill, fmtTime, h, notice } from "./dom.js";
 
 function table(headers, rows) {
@@ -115,7 +115,7 @@ export async function functionsPage(main) {
     message, table(["Function", "Replicas", "State", "Invocations", "Deployed (UTC)", "Reached by"], []));
   main.querySelector("table tbody").replaceWith(body);
   const refresh = async () => {
-    if (!loggedIn()) { fill(message, notice("info", "Log in to see the functions (the /system API needs the gateway's credentials).")); fill(body); return; }
+    if (!can("functions")) { fill(message, notice("info", cannotReason("functions", "see the functions (the /system API)"))); fill(body); return; }
     try {
       const functions = await getJSON("/system/functions");
       functions.sort((a, b) => a.name.localeCompare(b.name));

@@ -51,9 +51,11 @@ export function renderDag(tasks) {
   const height = rows * (NODE_H + GAP_Y) - GAP_Y + 8;
   const root = svg("svg", {
     // scales down to the box on narrow screens, never up beyond its natural size
-    viewBox: `0 0 ${width} ${height}`, width: "100%", style: `max-width: ${width}px`, class: "dag", role: "group",
+    viewBox: `0 0 ${width} ${height}`, width: "100%", class: "dag", role: "group",
     "aria-label": "Processing graph: bricks and their states",
   });
+  // through the CSSOM, not a style attribute: the page's CSP allows no inline styles
+  root.style.maxWidth = `${width}px`;
   const position = new Map();
   columns.forEach((column, c) => {
     const offset = ((rows - column.length) * (NODE_H + GAP_Y)) / 2;

@@ -1,6 +1,6 @@
 // The run page: state, position, DAG, quick-looks, products, live logs, actions.
 
-import { caldbURL, getJSON, loggedIn, objectURL, request } from "./api.js";
+import { apiFetch, can, cannotReason, caldbURL, getJSON, objectURL, request } from "./api.js";
 import { renderDag, updateDagNode } from "./dag.js";
 import { TERMINAL, badge, copyText, fill, fmtBytes, fmtDuration, fmtTime, h, notice, secondsBetween } from "./dom.js";
 import { EventFeed } from "./live.js";
@@ -57,7 +57,7 @@ function noticeButtons(container, products) {
     if (!product) continue;
     const status = h("span", { class: "muted", "aria-live": "polite" });
     buttons.push(h("button", { type: "button", class: "secondary", "data-notice": name, onclick: async () => {
-        const text = await fetch(objectURL(product.bucket, product.key)).then((r) => r.text());
+        const text = await apiFetch(objectURL(product.bucket, product.key)).then((r) => r.text());
         status.textContent = (await copyText(text)) ? " copied" : " copy failed";
       } }, label), status);
     // "download" twice on one line: the accessible name says which notice
@@ -151,10 +151,13 @@ export async function runPage(main, runId) {
         fill(actionStatus, notice("error", `${action} refused: ${error.message}`));
       }
     };
+    // offered to the roles that may act (operator, admin); the gateway decides anyway
+    const action = ended ? "rerun" : "cancel";
+    const why = cannotReason(action, ended ? "re-run" : "cancel");
     fill(actions,
-      ended ? null : h("button", { type: "button", class: "danger", id: "cancel-button", disabled: !loggedIn(), onclick: () => act("cancel") }, "Cancel run"),
-      ended ? h("button", { type: "button", id: "rerun-button", disabled: !loggedIn(), onclick: () => act("rerun") }, "Re-run") : null,
-      loggedIn() ? null : h("span", { class: "muted" }, "Log in for actions."));
+      ended ? null : h("button", { type: "button", class: "danger", id: "cancel-button", disabled: !can("cancel"), "aria-describedby": why ? "actions-hint" : null, onclick: () => act("cancel") }, "Cancel run"),
+      ended ? h("button", { type: "button", id: "rerun-button", disabled: !can("rerun"), "aria-describedby": why ? "actions-hint" : null, onclick: () => act("rerun") }, "Re-run") : null,
+      why ? h("span", { class: "muted", id: "actions-hint" }, why) : null);
   };
   const onAuth = () => showActions(run);
   document.addEventListener("mxt-auth", onAuth);
@@ -218,7 +221,7 @@ export async function runPage(main, runId) {
   const loadPosition = async () => {
     const product = products.get("position");
     let position = null;
-    if (product) position = await fetch(objectURL(product.bucket, product.key)).then((r) => r.json()).catch(() => null);
+    if (product) position = await apiFetch(objectURL(product.bucket, product.key)).then((r) => r.json()).catch(() => null);
     positionPanel(positionBox, position, run);
     noticeButtons(positionBox.querySelector("#notice-buttons"), products);
   };

@@ -1,6 +1,6 @@
 // The runs page: live list of runs (paginated), filters, and submitting an observation.
 
-import { getJSON, loggedIn, request } from "./api.js";
+import { can, cannotReason, getJSON, request } from "./api.js";
 import { TERMINAL, badge, fill, fmtDuration, fmtTime, h, notice, secondsBetween } from "./dom.js";
 import { EventFeed } from "./live.js";
 
@@ -55,11 +55,12 @@ function submitPanel(onUploaded) {
   const status = h("div", { id: "submit-status", "aria-live": "polite" });
   const info = h("p", { class: "muted", id: "submit-info" }, "Choose an L0 FITS file: its PROGRAM header picks the programme.");
   const file = h("input", { type: "file", id: "submit-file", name: "file", accept: ".fits,.fit,.fits.gz", required: true });
-  const button = h("button", { type: "submit", id: "submit-button", disabled: !loggedIn() }, "Submit observation");
-  const hint = h("span", { class: "muted", id: "submit-login-hint" }, loggedIn() ? "" : " Log in to submit.");
+  // offered to the roles that may submit (operator, admin); the gateway decides anyway
+  const button = h("button", { type: "submit", id: "submit-button", disabled: !can("submit"), "aria-describedby": "submit-login-hint" }, "Submit observation");
+  const hint = h("span", { class: "muted", id: "submit-login-hint" }, cannotReason("submit", "submit"));
   document.addEventListener("mxt-auth", () => {
-    button.disabled = !loggedIn();
-    hint.textContent = loggedIn() ? "" : " Log in to submit.";
+    button.disabled = !can("submit");
+    hint.textContent = cannotReason("submit", "submit");
   });
   let keywords = {};
   file.addEventListener("change", async () => {
@@ -84,7 +85,7 @@ function submitPanel(onUploaded) {
       } catch (error) {
         fill(status, notice("error", `Not submitted: ${error.message}`));
       } finally {
-        button.disabled = !loggedIn();
+        button.disabled = !can("submit");
       }
     } },
     h("h2", { id: "submit-title" }, "Submit an observation"),

@@ -4,16 +4,24 @@ An operator's session: log in, submit a simulated observation from the page, wat
 its run complete live (no reload), look at the quick-look image and read the
 position; a failed run shows its reason; the runs page with 1,000 runs in the
 database loads one page, and the browser's own timing is printed.
+
+Logins and roles: a wrong password is said in the login dialog (the 401 carries no
+``WWW-Authenticate``, so the browser shows no prompt of its own); a scientist reads
+but is offered no submit or cancel, and a forced one is refused (403) in words; an
+operator submits. Every page of every test runs under the dashboard's
+Content-Security-Policy: a violation in the console fails the test.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
@@ -47,8 +55,17 @@ def browser() -> Iterator[Any]:
         chromium.close()
 
 
+CSP_MARK = "Content Security Policy"  # in every message Chromium logs for a violation
+
+
 @pytest.fixture()
-def page(browser: Any, frontend_stack: Any) -> Iterator[Any]:
+def csp_violations() -> list[str]:
+    """The CSP violations the browser reported on the test's page (console errors)."""
+    return []
+
+
+@pytest.fixture()
+def page(browser: Any, frontend_stack: Any, csp_violations: list[str]) -> Iterator[Any]:
     context = browser.new_context(
         viewport={"width": 1366, "height": 900}, base_url=frontend_stack.url
     )
@@ -56,9 +73,11 @@ def page(browser: Any, frontend_stack: Any) -> Iterator[Any]:
     page = context.new_page()
     errors: list[str] = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.on("console", lambda m: csp_violations.append(m.text) if CSP_MARK in m.text else None)
     yield page
     context.close()
     assert not errors, f"uncaught errors in the page: {errors}"
+    assert not csp_violations, f"Content-Security-Policy violations: {csp_violations}"
 
 
 @pytest.fixture(scope="module")
@@ -74,8 +93,9 @@ def screenshots(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("screenshots")
 
 
-def _log_in(page: Any, password: str) -> None:
+def _log_in(page: Any, password: str, user: str = "admin") -> None:
     page.get_by_role("button", name="Log in").click()
+    page.get_by_label("User").fill(user)
     page.get_by_label("Password").fill(password)
     page.locator("#login-submit").click()
     page.get_by_role("button", name="Log out").wait_for()
@@ -464,3 +484,191 @@ def test_dag_nodes_reached_by_keyboard_with_state_in_text(page, frontend_stack):
         assert node["label"] == f"{node['brick']}: pending", node
         assert "pending" in node["text"], node
         assert node["stroke"] == "rgb(179, 89, 0)", node  # the focus ring colour (--focus)
+
+
+# ---------------------------------------------------------------- logins, roles, CSP
+
+
+def _add_user(stack: Any, name: str, role: str) -> str:
+    """A new user of the stack with ``role``; its password, once the gateway knows it."""
+    password = f"{name}-{uuid.uuid4().hex[:12]}"
+    headers = stack.add_user(name, role, password)
+    deadline = time.monotonic() + 30  # the gateway looks at the users file once a second
+    while True:
+        answer = httpx.get(f"{stack.url}/system/whoami", headers=headers, timeout=HTTP_TIMEOUT)
+        if answer.status_code == 200 or time.monotonic() > deadline:
+            break
+        time.sleep(0.3)
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["user"] == name and answer.json()["role"] == role
+    return password
+
+
+def _pending_run(stack: Any, prefix: str) -> str:
+    """A run recorded but never dispatched: it stays pending (admin writes it)."""
+    _seed_programmes(stack)
+    run_id = f"{prefix}-{uuid.uuid4().hex[:8]}"
+    created = httpx.post(
+        f"{stack.url}/mxt_missiondb/runs",
+        json={"run_id": run_id, "programme": "ToO", "bricks": ["ingest", "calibrate"]},
+        auth=stack.auth,
+        timeout=HTTP_TIMEOUT,
+    )
+    assert created.status_code == 201, created.text
+    return run_id
+
+
+def _header_only_l0(tmp_path: Path) -> tuple[Path, str]:
+    """A file whose first block is a FITS primary header with an OBS_ID (nothing else)."""
+    obs_id = f"ui{uuid.uuid4().hex[:8]}"
+    cards = ["SIMPLE  =                    T", f"OBS_ID  = '{obs_id}'", "END"]
+    path = tmp_path / f"{obs_id}_mxt_l0.fits"
+    path.write_bytes("".join(card.ljust(80) for card in cards).ljust(2880).encode())
+    return path, obs_id
+
+
+SECURITY_HEADERS = {
+    "x-frame-options": "DENY",
+    "x-content-type-options": "nosniff",
+    "referrer-policy": "no-referrer",
+}
+CSP_REQUIRED = (
+    "default-src 'self'",
+    "script-src 'self'",
+    "object-src 'none'",
+    "base-uri 'none'",
+    "frame-ancestors 'none'",
+)
+
+
+def _assert_security_headers(headers: dict[str, str], what: str) -> None:
+    """The dashboard's CSP (nothing unsafe, websocket of this host only) and frame headers."""
+    for name, value in SECURITY_HEADERS.items():
+        assert headers.get(name) == value, f"{what}: {name} is {headers.get(name)!r}"
+    policy = [d.strip() for d in headers.get("content-security-policy", "").split(";")]
+    for directive in CSP_REQUIRED:
+        assert directive in policy, f"{what}: {directive!r} not in {policy}"
+    assert not any("unsafe" in d or "*" in d for d in policy), f"{what}: {policy}"
+    connect = next(d for d in policy if d.startswith("connect-src ")).split()[1:]
+    host = urlsplit(what).netloc
+    assert set(connect) <= {"'self'", f"ws://{host}", f"wss://{host}"}, connect
+
+
+def test_pages_load_under_the_csp_with_the_live_feed(page, frontend_stack, csp_violations):
+    run_id = _pending_run(frontend_stack, "r-csp")
+    responses: list[Any] = []
+    fetches: list[Any] = []
+    page.on("response", lambda r: responses.append(r) if "/ui/" in r.url else None)
+    page.on("request", lambda r: fetches.append(r) if r.resource_type == "fetch" else None)
+    page.goto("/ui/#/runs")
+    page.locator("#feed-status[data-state=on]").wait_for()  # the websocket connected
+    page.locator(f'#runs-body tr[data-run="{run_id}"] a').click()
+    page.wait_for_function("() => performance.getEntriesByName('mxt-run-loaded').length > 0")
+    page.locator("#feed-status[data-state=on]").wait_for()  # the run page's own feed
+    # the DAG's width limit goes through the CSSOM (a style attribute would be refused)
+    assert page.evaluate("document.querySelector('svg.dag').style.maxWidth").endswith("px")
+    assert csp_violations == []
+
+    # every response of the dashboard carries the headers: the page, scripts, style, icon
+    loaded = {r.url.rsplit("/", 1)[-1] or "index.html": r for r in responses}
+    for name in ("index.html", "app.js", "api.js", "runs.js", "run.js", "style.css", "icon.svg"):
+        assert name in loaded, f"{name} not loaded: {sorted(loaded)}"
+        assert loaded[name].status == 200, name
+        _assert_security_headers(loaded[name].all_headers(), loaded[name].url)
+    missing = page.request.get(frontend_stack.url + "/ui/no-such-file.js")
+    _assert_security_headers(missing.headers, missing.url)
+    # every call of the page to the gateway says it is the dashboard's
+    assert len(fetches) >= 4
+    for request in fetches:
+        assert request.all_headers().get("x-requested-with") == "mxt-dashboard", request.url
+
+    # the policy is enforced, and a violation would be seen: an inline script is refused
+    with page.expect_console_message(lambda m: CSP_MARK in m.text):
+        page.evaluate(
+            "() => { const s = document.createElement('script');"
+            " s.textContent = 'window.__inline = true'; document.body.append(s); }"
+        )
+    assert page.evaluate("window.__inline === undefined")
+    csp_violations.clear()  # that one was the test's own
+
+
+def test_wrong_password_is_said_in_the_dialog_without_a_browser_prompt(page, frontend_stack):
+    page.goto("/ui/#/runs")
+    page.get_by_role("button", name="Log in").click()
+    page.get_by_label("Password").fill("not-" + frontend_stack.password)
+    with page.expect_response(lambda r: r.url.endswith("/system/whoami")) as answer:
+        page.locator("#login-submit").click()
+    response = answer.value
+    assert response.status == 401
+    assert response.request.all_headers().get("x-requested-with") == "mxt-dashboard"
+    # no challenge: the browser has no reason to show its own password prompt
+    assert "www-authenticate" not in response.all_headers(), response.all_headers()
+    page.locator("#login-error", has_text="wrong user or password").wait_for()
+    assert page.locator("#login-dialog").is_visible()
+    assert page.locator("#whoami").is_hidden()
+    # the same call without X-Requested-With is challenged: the header makes the difference
+    plain = httpx.get(
+        f"{frontend_stack.url}/system/whoami", auth=("admin", "wrong"), timeout=HTTP_TIMEOUT
+    )
+    assert plain.status_code == 401 and plain.headers["www-authenticate"].startswith("Basic")
+
+    page.get_by_label("Password").fill(frontend_stack.password)
+    page.locator("#login-submit").click()
+    page.locator("#whoami", has_text="admin (admin)").wait_for()
+    assert page.locator("#login-dialog").is_hidden()
+
+
+def test_scientist_reads_but_cannot_submit_or_cancel(page, frontend_stack, tmp_path):
+    run_id = _pending_run(frontend_stack, "r-sci")
+    password = _add_user(frontend_stack, "ada", "scientist")
+    page.goto("/ui/#/runs")
+    _log_in(page, password, user="ada")
+    page.locator("#whoami", has_text="ada (scientist)").wait_for()
+    page.locator(f'#runs-body tr[data-run="{run_id}"]').wait_for()  # reads work logged in
+
+    submit = page.locator("#submit-button")
+    assert submit.is_disabled()
+    hint = page.locator("#submit-login-hint").inner_text()
+    assert "scientist" in hint and "operator" in hint, hint
+    # forced (the control enabled by hand): the gateway refuses, the page says why
+    l0_path, obs_id = _header_only_l0(tmp_path)
+    page.get_by_label("L0 file").set_input_files(str(l0_path))
+    page.locator("#submit-info", has_text=obs_id).wait_for()
+    submit.evaluate("button => { button.disabled = false; }")
+    with page.expect_response(lambda r: "/function/objects-upload" in r.url) as answer:
+        submit.click()
+    assert answer.value.status == 403
+    refused = page.locator("#submit-status [role=alert]")
+    refused.wait_for()
+    text = refused.inner_text()
+    assert "Not allowed" in text and "operator" in text and "ada (scientist)" in text, text
+
+    page.goto(f"/ui/#/runs/{run_id}")
+    cancel = page.locator("#cancel-button")
+    page.locator("#run-state [data-state=pending]").wait_for()
+    assert cancel.is_disabled()
+    assert "cannot cancel" in page.locator("#actions-hint").inner_text()
+    cancel.evaluate("button => { button.disabled = false; }")
+    with page.expect_response(lambda r: r.url.endswith(f"/{run_id}/cancel")) as answer:
+        cancel.click()
+    assert answer.value.status == 403
+    page.locator("[role=alert]", has_text="cancel refused: Not allowed").wait_for()
+    run = httpx.get(f"{frontend_stack.url}/mxt/runs/{run_id}", timeout=HTTP_TIMEOUT).json()
+    assert run["state"] == "pending"
+
+
+def test_operator_submits(page, frontend_stack, tmp_path):
+    password = _add_user(frontend_stack, "otto", "operator")
+    # no EVENTS table: its run fails at the first step, which keeps the test short
+    l0_path, obs_id = _simulated_l0(tmp_path, without="EVENTS")
+    page.goto("/ui/#/runs")
+    _log_in(page, password, user="otto")
+    page.locator("#whoami", has_text="otto (operator)").wait_for()
+    assert page.locator("#submit-login-hint").inner_text() == ""
+    page.get_by_label("L0 file").set_input_files(str(l0_path))
+    page.locator("#submit-info", has_text=obs_id).wait_for()
+    with page.expect_response(lambda r: "/function/objects-upload" in r.url) as answer:
+        page.get_by_role("button", name="Submit observation").click()
+    assert answer.value.status == 201
+    page.locator("#submit-status", has_text=f"Stored raw/{obs_id}/").wait_for()
+    page.locator(f'#runs-body tr[data-obs="{obs_id}"]').wait_for(timeout=RUN_TIMEOUT_MS)

@@ -1,12 +1,15 @@
 """Debian's nginx, configured by ``mxt proxy nginx``, in front of a running stack.
 
 The test starts its own nginx master (never the system service) on a free port with
-its prefix in a temporary directory.
+its prefix in a temporary directory. Paths that climb (``..``, encoded or not) or have
+empty segments (``//``) are refused by nginx itself, which its access log shows (no
+upstream address); other paths reach the gateway exactly as the client wrote them.
 """
 
 from __future__ import annotations
 
 import asyncio
+import http.client
 import json
 import os
 import shutil
@@ -16,7 +19,8 @@ import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
@@ -30,9 +34,16 @@ HTTP_TIMEOUT = 120  # seconds: a hang guard only; lazy functions start cold on a
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
 
 
+class Nginx(NamedTuple):
+    """A running nginx master: its base URL and its prefix directory (logs)."""
+
+    url: str
+    prefix: Path
+
+
 @pytest.fixture(scope="module")
-def nginx_url(frontend_stack: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """Base URL of an nginx master serving the configuration ``mxt proxy nginx`` wrote."""
+def nginx(frontend_stack: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Nginx]:
+    """An nginx master serving the configuration ``mxt proxy nginx`` wrote."""
     prefix = tmp_path_factory.mktemp("nginx")
     port = free_port()
     subprocess.run(
@@ -62,10 +73,16 @@ def nginx_url(frontend_stack: Any, tmp_path_factory: pytest.TempPathFactory) -> 
             wait_for_port("127.0.0.1", port, 10)
         except TimeoutError:
             raise RuntimeError((prefix / "stderr.log").read_text()) from None
-        yield f"http://127.0.0.1:{port}"
+        yield Nginx(f"http://127.0.0.1:{port}", prefix)
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+@pytest.fixture(scope="module")
+def nginx_url(nginx: Nginx) -> str:
+    """Base URL of the nginx master."""
+    return nginx.url
 
 
 @pytest.fixture()
@@ -225,3 +242,93 @@ def test_function_deployed_after_nginx_started_is_reachable(nginx_url, admin):
             json={"functionName": "late-echo"},
             auth=admin,
         )
+
+
+def _raw_request(
+    base: str, method: str, target: str, headers: dict[str, str] | None = None, body: bytes = b""
+) -> tuple[int, dict[str, str], bytes]:
+    """Send ``target`` byte for byte (httpx would remove dot segments); status, headers, body."""
+    parts = urlsplit(base)
+    connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=HTTP_TIMEOUT)
+    try:
+        connection.request(method, target, body=body or None, headers=headers or {})
+        response = connection.getresponse()
+        answer = {k.lower(): v for k, v in response.getheaders()}
+        return response.status, answer, response.read()
+    finally:
+        connection.close()
+
+
+def _logged(nginx: Nginx, method: str, targets: list[str]) -> dict[str, list[str]]:
+    """The access log lines of each target (nginx writes them just after answering)."""
+    deadline = time.monotonic() + 10
+    while True:
+        lines = (nginx.prefix / "access.log").read_text().splitlines()
+        found = {t: [x for x in lines if f'"{method} {t} HTTP/1.1"' in x] for t in targets}
+        if all(found.values()) or time.monotonic() > deadline:
+            return found
+        time.sleep(0.1)
+
+
+# as the client sends them: climbing out of /function/echo or /async-function/echo towards
+# /system, with dots and slashes plain, percent-encoded once or twice, in either case
+CLIMBING = [
+    "/function/echo/../../system/functions",
+    "/function/echo/%2e%2e/%2e%2e/system/functions",
+    "/function/echo/%2E./%2E./system/functions",
+    "/function/echo/.%2e/.%2e/system/functions",
+    "/function/echo/%252e%252e/%252e%252e/system/functions",
+    "/async-function/echo/..%2f..%2fsystem/functions",
+    "/function/echo/./x",
+    "//system/functions",
+    "/function/echo//x",
+]
+
+
+def test_climbing_paths_refused_by_nginx_before_the_gateway(nginx, frontend_stack):
+    auth = {"Authorization": frontend_stack.auth_header}  # /system would answer the admin
+    for target in CLIMBING:
+        status, headers, body = _raw_request(nginx.url, "GET", target, auth)
+        assert status == 400, (target, status, body)
+        assert headers["content-type"] == "application/json", target
+        assert "refused by the proxy" in json.loads(body)["reason"], target
+        assert headers["x-content-type-options"] == "nosniff", target
+    # nginx answered them itself: no upstream address in its access log, for any of them
+    for target, logged in _logged(nginx, "GET", CLIMBING).items():
+        assert logged, f"{target} not in the access log"
+        assert all(line.endswith(" upstream=-") for line in logged), logged
+    # the same targets straight to the gateway are refused there too (defence in depth),
+    # none of them reaches /system
+    for target in CLIMBING[1:6]:
+        status, _, body = _raw_request(frontend_stack.url, "GET", target, auth)
+        assert status in (400, 404), (target, status, body)
+
+
+def test_paths_reach_the_gateway_unchanged(nginx, frontend_stack):
+    # encoded slash, space, UTF-8, dots inside names, and a query with "../" and "//":
+    # the echo function says which sub-path it received (decoded by its runtime), the
+    # same through nginx as directly; nginx's log shows it forwarded the request
+    target = "/function/echo/a%20b/c%2Fd/caf%C3%A9/file..fits/.hidden?x=../..//y"
+    body = json.dumps({"message": "raw"}).encode()
+    headers = {"Content-Type": "application/json"}
+    status, _, via_nginx = _raw_request(nginx.url, "POST", target, headers, body)
+    direct_status, _, direct = _raw_request(frontend_stack.url, "POST", target, headers, body)
+    assert status == direct_status == 200, via_nginx
+    assert json.loads(via_nginx)["path"] == json.loads(direct)["path"]
+    assert json.loads(via_nginx)["path"] == "/a b/c/d/café/file..fits/.hidden"
+    logged = _logged(nginx, "POST", [target])[target]
+    assert logged and " upstream=127.0.0.1:" in logged[-1], logged
+
+
+def test_dashboard_security_headers_through_nginx(nginx_url):
+    response = httpx.get(nginx_url + "/ui/", timeout=HTTP_TIMEOUT)
+    assert response.status_code == 200
+    policy = response.headers["content-security-policy"]
+    assert "default-src 'self'" in policy and "frame-ancestors 'none'" in policy
+    assert response.headers["x-frame-options"] == "DENY"
+    assert response.headers["x-content-type-options"] == "nosniff"
+    assert response.headers["referrer-policy"] == "no-referrer"
+    # once each: nginx adds none of its own to what it forwards
+    assert len(response.headers.get_list("content-security-policy")) == 1
+    redirect = httpx.get(nginx_url + "/", timeout=HTTP_TIMEOUT)
+    assert redirect.headers["x-frame-options"] == "DENY"
