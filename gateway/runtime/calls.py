@@ -1,20 +1,36 @@
-"""One call of a handler: request → argument → handler → response, errors classified."""
+"""One call of a handler: request → argument → handler → response, errors classified.
+
+A synchronous handler runs in a worker thread. When its call times out, the caller gets
+its 504 at once, but a thread cannot be stopped: if the handler is still running
+``MXT_ABANDON_GRACE_SECONDS`` after the 504 was sent, the runtime process
+(``python -m gateway.runtime``) logs one error line (function, call id, seconds) and
+stops itself with SIGTERM: uvicorn stops accepting calls, lets the others in flight
+finish (``--graceful-seconds``), and the process ends by the signal, without waiting
+for the stuck thread. The local provider restarts it, as Kubernetes restarts an
+OpenFaaS container. An app served inside another process (tests, an ASGI client) only
+logs the line.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import functools
 import logging
 import math
+import os
+import signal
+import sys
 import time
 import uuid
-from concurrent.futures import Executor
-from dataclasses import dataclass
+from concurrent.futures import Executor, Future
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 from pydantic import BaseModel, ValidationError
+from starlette.background import BackgroundTask
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -29,6 +45,28 @@ log = logging.getLogger("mxt.runtime")
 
 # Methods whose typed request comes from the query string rather than the body.
 QUERY_METHODS = frozenset({"GET", "DELETE", "HEAD"})
+# Watches of handlers abandoned by a timed-out call (a reference keeps each task alive).
+_WATCHES: set[asyncio.Task[None]] = set()
+# Whether this process has already asked itself to stop (one line, one signal).
+_STOPPING = False
+
+
+def serving_process() -> bool:
+    """Whether this process is a runtime replica (``python -m gateway.runtime``).
+
+    Only such a process stops itself for an abandoned handler; an app embedded in
+    another process (a test, an in-process ASGI client) must not end its host.
+    """
+    main = sys.modules.get("__main__")
+    spec = getattr(main, "__spec__", None)
+    return getattr(spec, "name", None) == "gateway.runtime.__main__"
+
+
+@dataclass
+class _Worker:
+    """The executor future of one call's synchronous handler (``None`` until started)."""
+
+    future: Future[Any] | None = field(default=None)
 
 
 class InvalidRequest(BadInput):
@@ -96,15 +134,22 @@ class CallRunner:
         """The response of the call, errors turned into their status and JSON body."""
         timeout = self.limits.call_timeout_seconds
         deadline = asyncio.timeout(timeout)
+        worker = _Worker()
         try:
             try:
                 async with deadline:
-                    return await self._call(request, path, call_id)
+                    return await self._call(request, path, call_id, worker)
             except TimeoutError:
                 if not deadline.expired():
                     raise  # the handler's own TimeoutError: unexpected, a 500 below
                 error = Transient(f"timed out after {timeout:g} s")
-                return error_response(error, call_id, status=504)
+                response = error_response(error, call_id, status=504)
+                if worker.future is not None and not worker.future.done():
+                    # runs once the 504 is sent: the caller has its answer first
+                    response.background = BackgroundTask(
+                        self._watch_abandoned, worker.future, call_id
+                    )
+                return response
         except MxtError as error:
             return error_response(error, call_id)
         except Exception:
@@ -118,7 +163,7 @@ class CallRunner:
                 500,
             )
 
-    async def _call(self, request: Request, path: str, call_id: str) -> Response:
+    async def _call(self, request: Request, path: str, call_id: str, worker: _Worker) -> Response:
         """Read the body, build the handler's arguments, call it, render its result."""
         spec = self.spec
         body = await read_body(request, self.limits.max_body_bytes)
@@ -134,11 +179,11 @@ class CallRunner:
         if spec.body_kind is BodyKind.OPENFAAS_EVENT:
             query = FlaskQuery(request.scope["query_string"])
             event = Event(body, request.headers, request.method, query, path)
-            return openfaas_response(await self._invoke(event, context))
+            return openfaas_response(await self._invoke(event, context, worker=worker))
         arguments = [] if spec.body_kind is BodyKind.NONE else [self._argument(request, body)]
         if spec.takes_context:
             arguments.append(context)
-        return typed_response(await self._invoke(*arguments), spec.success_status)
+        return typed_response(await self._invoke(*arguments, worker=worker), spec.success_status)
 
     def _argument(self, request: Request, body: bytes) -> Any:
         """The handler's first argument: a validated model, the raw body or its text."""
@@ -156,15 +201,72 @@ class CallRunner:
             return validate_query(model, request)
         return validate_json(model, body)
 
-    async def _invoke(self, *arguments: Any) -> Any:
-        """Call the handler: awaited if async, else in a worker thread with the call's context."""
+    async def _invoke(self, *arguments: Any, worker: _Worker) -> Any:
+        """Call the handler: awaited if async, else in a worker thread with the call's context.
+
+        The thread's future is kept in ``worker``: on timeout a call not yet started is
+        cancelled, one running is watched (:meth:`_watch_abandoned`).
+        """
         if self.spec.is_async:
             return await self.spec.handle(*arguments)
-        loop = asyncio.get_running_loop()
         call = functools.partial(self.spec.handle, *arguments)
-        # copy_context: log lines written in the thread carry the call id. The future
-        # is abandoned on timeout; the thread itself runs to its end.
-        return await loop.run_in_executor(self.executor, contextvars.copy_context().run, call)
+        # copy_context: log lines written in the thread carry the call id
+        worker.future = self.executor.submit(contextvars.copy_context().run, call)
+        return await asyncio.wrap_future(worker.future)
+
+    async def _watch_abandoned(self, future: Future[Any], call_id: str) -> None:
+        """Start watching a handler whose call timed out (its 504 is sent by now)."""
+        task = asyncio.get_running_loop().create_task(self._stop_if_still_running(future, call_id))
+        _WATCHES.add(task)
+        task.add_done_callback(_WATCHES.discard)
+
+    async def _stop_if_still_running(self, future: Future[Any], call_id: str) -> None:
+        """After the grace, stop the process if the abandoned handler still runs.
+
+        Parameters
+        ----------
+        future
+            The executor future of the handler's thread.
+        call_id
+            The call that timed out.
+        """
+        grace = self.limits.abandon_grace_seconds
+        timeout = self.limits.call_timeout_seconds
+        answered = time.monotonic()
+        waiter = asyncio.wrap_future(future)
+        done, _ = await asyncio.wait({waiter}, timeout=grace)
+        late = time.monotonic() - answered
+        if done:
+            with contextlib.suppress(BaseException):
+                waiter.exception()  # retrieved: no "exception never retrieved" warning
+            log.warning(
+                "handler of timed-out call %s finished %.1f s after its 504",
+                call_id,
+                late,
+                extra={"call_id": call_id, "function": self.function},
+            )
+            return
+        global _STOPPING
+        exits = serving_process()
+        seconds = round(timeout + late, 3)
+        log.error(
+            "function %s: handler of call %s still running after %.1f s "
+            "(timeout %g s, then %g s of grace): %s",
+            self.function,
+            call_id,
+            seconds,
+            timeout,
+            grace,
+            "stopping the process so that it is restarted"
+            if exits and not _STOPPING
+            else "its thread runs on",
+            extra={"call_id": call_id, "function": self.function, "seconds": seconds},
+        )
+        if exits and not _STOPPING:
+            _STOPPING = True
+            for handler in logging.getLogger().handlers:
+                handler.flush()
+            os.kill(os.getpid(), signal.SIGTERM)
 
 
 def _log_level(status: int) -> int:

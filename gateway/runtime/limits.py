@@ -1,4 +1,4 @@
-"""Per-process limits of a function: request size and call duration."""
+"""Per-process limits of a function: request size, call duration, abandoned handlers."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from bricks.errors import BadInput, PayloadTooLarge
 DEFAULT_MAX_BODY_BYTES = 8 * 1024 * 1024
 DEFAULT_CALL_TIMEOUT_SECONDS = 300.0
 DEFAULT_HANDLER_THREADS = 40
+DEFAULT_ABANDON_GRACE_SECONDS = 5.0
 
 
 @dataclass(frozen=True)
@@ -27,11 +28,16 @@ class RuntimeLimits:
         (``MXT_CALL_TIMEOUT_SECONDS``).
     handler_threads
         Threads running synchronous handlers concurrently (``MXT_HANDLER_THREADS``).
+    abandon_grace_seconds
+        How long a synchronous handler may run on after its call timed out (504), in
+        seconds, before the runtime process exits so that it is restarted: a thread
+        cannot be stopped, a process can (``MXT_ABANDON_GRACE_SECONDS``).
     """
 
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     call_timeout_seconds: float = DEFAULT_CALL_TIMEOUT_SECONDS
     handler_threads: int = DEFAULT_HANDLER_THREADS
+    abandon_grace_seconds: float = DEFAULT_ABANDON_GRACE_SECONDS
 
     @classmethod
     def from_env(cls) -> RuntimeLimits:
@@ -48,6 +54,9 @@ class RuntimeLimits:
                 "MXT_CALL_TIMEOUT_SECONDS", DEFAULT_CALL_TIMEOUT_SECONDS, float
             ),
             handler_threads=int(_positive_env("MXT_HANDLER_THREADS", DEFAULT_HANDLER_THREADS, int)),
+            abandon_grace_seconds=_positive_env(
+                "MXT_ABANDON_GRACE_SECONDS", DEFAULT_ABANDON_GRACE_SECONDS, float
+            ),
         )
 
 
