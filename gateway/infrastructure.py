@@ -2,6 +2,11 @@
 
 Declared once at start, idempotently (an existing stream keeps its configuration
 unless a setting of ours differs, then it is updated), never inline in workers.
+
+Every stream is bounded by age and by bytes (``MXT_STREAM_MAX_BYTES``), and each
+message by size (``MXT_STREAM_MAX_MSG_BYTES``): a full stream drops its oldest
+messages, except the ``MXT_ASYNC`` work queue, which refuses new calls instead (the
+caller gets an error and retries) rather than losing queued ones.
 """
 
 from __future__ import annotations
@@ -35,8 +40,40 @@ SHARED_STREAMS: dict[str, list[str]] = {
 }
 
 
-def kept_stream(name: str, subjects: list[str], days: float, dedupe: float) -> StreamConfig:
-    """A limits-retention file stream keeping messages ``days`` days, deduplicating."""
+#: The limits :func:`ensure_stream` brings an existing stream to (when declared).
+LIMIT_FIELDS = ("max_age", "max_bytes", "max_msg_size", "discard", "duplicate_window")
+#: Room for the JSON envelope around a base64 async body in one message, in bytes.
+ENVELOPE_BYTES = 64 * 1024
+
+
+def kept_stream(
+    name: str,
+    subjects: list[str],
+    days: float,
+    dedupe: float,
+    max_bytes: int | None = None,
+    max_msg_size: int | None = None,
+) -> StreamConfig:
+    """A limits-retention file stream keeping messages ``days`` days, deduplicating.
+
+    Parameters
+    ----------
+    name, subjects
+        The stream and the subjects it holds.
+    days
+        Age limit, in days.
+    dedupe
+        Duplicate window (``Nats-Msg-Id``), in seconds.
+    max_bytes
+        Bytes the stream may hold before its oldest messages go;
+        ``MXT_STREAM_MAX_BYTES`` when omitted.
+    max_msg_size
+        Largest message accepted, in bytes; ``MXT_STREAM_MAX_MSG_BYTES`` when omitted.
+    """
+    if max_bytes is None or max_msg_size is None:
+        settings = GatewaySettings()
+        max_bytes = settings.stream_max_bytes if max_bytes is None else max_bytes
+        max_msg_size = settings.stream_max_msg_bytes if max_msg_size is None else max_msg_size
     return StreamConfig(
         name=name,
         subjects=subjects,
@@ -44,13 +81,24 @@ def kept_stream(name: str, subjects: list[str], days: float, dedupe: float) -> S
         storage=StorageType.FILE,
         duplicate_window=dedupe,
         max_age=days * DAY,
+        max_bytes=max_bytes,
+        max_msg_size=max_msg_size,
         discard=DiscardPolicy.OLD,
     )
 
 
+def async_message_bytes(settings: GatewaySettings) -> int:
+    """Largest message of ``MXT_ASYNC`` and ``MXT_DLQ``, in bytes: at least a base64 body
+    of ``MXT_MAX_ASYNC_BODY_BYTES`` in its envelope, else ``MXT_STREAM_MAX_MSG_BYTES``."""
+    base64_body = 4 * -(-settings.max_async_body_bytes // 3)
+    return max(settings.stream_max_msg_bytes, base64_body + ENVELOPE_BYTES)
+
+
 def stream_configs(settings: GatewaySettings) -> list[StreamConfig]:
-    """The streams of the platform with their retention."""
+    """The streams of the platform with their retention and byte limits."""
     dedupe = settings.dedupe_window
+    size = settings.stream_max_bytes
+    message = settings.stream_max_msg_bytes
     return [
         StreamConfig(
             name=m.ASYNC_STREAM,
@@ -59,30 +107,82 @@ def stream_configs(settings: GatewaySettings) -> list[StreamConfig]:
             storage=StorageType.FILE,
             duplicate_window=dedupe,
             max_age=settings.call_status_ttl,
+            max_bytes=size,
+            max_msg_size=async_message_bytes(settings),
+            # full: refuse the new call (the caller retries), never drop a queued one
+            discard=DiscardPolicy.NEW,
         ),
-        kept_stream(m.DLQ_STREAM, ["mxt.dlq.>"], 30, dedupe),
-        kept_stream(m.CALLS_STREAM, SHARED_STREAMS[m.CALLS_STREAM], 7, dedupe),
-        kept_stream(m.STORAGE_STREAM, SHARED_STREAMS[m.STORAGE_STREAM], 30, dedupe),
-        kept_stream(m.EVENTS_STREAM, SHARED_STREAMS[m.EVENTS_STREAM], 30, dedupe),
+        kept_stream(m.DLQ_STREAM, ["mxt.dlq.>"], 30, dedupe, size, async_message_bytes(settings)),
+        kept_stream(m.CALLS_STREAM, SHARED_STREAMS[m.CALLS_STREAM], 7, dedupe, size, message),
+        kept_stream(m.STORAGE_STREAM, SHARED_STREAMS[m.STORAGE_STREAM], 30, dedupe, size, message),
+        kept_stream(m.EVENTS_STREAM, SHARED_STREAMS[m.EVENTS_STREAM], 30, dedupe, size, message),
     ]
 
 
-async def ensure_stream(js: JetStreamContext, config: StreamConfig) -> None:
-    """Create the stream, or leave an existing one as another component declared it.
+def _differs(have: object, want: object) -> bool:
+    """Whether a stream's current limit differs from the declared one (enums by value)."""
+    have = getattr(have, "value", have)
+    want = getattr(want, "value", want)
+    if isinstance(have, float | int) and isinstance(want, float | int):
+        return abs(have - want) > 1e-6
+    return have != want
 
-    A stream declared first by another package (the orchestrator's events, say)
-    keeps its limits; only a missing subject is added.
+
+async def ensure_stream(js: JetStreamContext, config: StreamConfig) -> None:
+    """Create the stream, or bring an existing one to the declared subjects and limits.
+
+    An existing stream is updated in place (``update_stream``, never recreated: its
+    messages and consumers stay): missing subjects are added, and each limit of
+    :data:`LIMIT_FIELDS` the declaration sets (age, bytes, message size, discard
+    policy, duplicate window) replaces the stream's own. A smaller ``max_bytes``
+    drops the oldest messages beyond it at once.
+
+    Raises
+    ------
+    nats.js.errors.APIError
+        nats-server refused the stream; logged with the limits, since a store too small
+        for ``max_bytes`` ("insufficient storage resources") is fixed by a setting.
     """
     try:
         info = await js.stream_info(config.name)
     except NotFoundError:
-        await js.add_stream(config)
+        try:
+            await js.add_stream(config)
+        except Exception as exc:
+            _log_refusal(config, exc)
+            raise
         return
-    have = set(info.config.subjects or [])
+    current = info.config
+    changed = []
+    have = set(current.subjects or [])
     missing = [s for s in config.subjects or [] if s not in have]
     if missing:
-        info.config.subjects = sorted(have | set(missing))
-        await js.update_stream(info.config)
+        current.subjects = sorted(have | set(missing))
+        changed.append("subjects")
+    for name in LIMIT_FIELDS:
+        wanted = getattr(config, name)
+        if wanted is not None and _differs(getattr(current, name), wanted):
+            setattr(current, name, wanted)
+            changed.append(name)
+    if changed:
+        log.info("stream %s: updating %s", config.name, ", ".join(changed))
+        try:
+            await js.update_stream(current)
+        except Exception as exc:
+            _log_refusal(config, exc)
+            raise
+
+
+def _log_refusal(config: StreamConfig, exc: Exception) -> None:
+    """One error line naming the stream, its byte limits and the settings that set them."""
+    log.error(
+        "stream %s refused by nats-server (max_bytes %s, max_msg_size %s: "
+        "MXT_STREAM_MAX_BYTES, MXT_STREAM_MAX_MSG_BYTES): %s",
+        config.name,
+        config.max_bytes,
+        config.max_msg_size,
+        exc,
+    )
 
 
 def worker_consumer_config(settings: GatewaySettings) -> ConsumerConfig:

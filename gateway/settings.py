@@ -64,6 +64,17 @@ class GatewaySettings(BaseSettings):
     callback_allow: str = ""
     # seconds one callback attempt may take in all (connect, send, answer's headers)
     callback_timeout: float = 10.0
+    # a function's log file (DATA_DIR/logs/<function>.log) is rotated past this many
+    # bytes; log_file_backups older files are kept (<function>.log.1 the newest)
+    log_file_bytes: int = Field(default=10 * 1024 * 1024, gt=0)
+    log_file_backups: int = Field(default=3, ge=0)
+    # bytes every JetStream stream of the platform may hold (the oldest messages go
+    # first; MXT_ASYNC refuses new calls instead). nats-server reserves this much of its
+    # store per stream when the stream is declared: six streams, 1.5 GiB by default
+    stream_max_bytes: int = Field(default=256 * 1024 * 1024, gt=0)
+    # largest message a stream accepts, in bytes (nats-server's default max_payload);
+    # MXT_ASYNC and MXT_DLQ take at least a base64 async body of max_async_body_bytes
+    stream_max_msg_bytes: int = Field(default=1024 * 1024, gt=0)
 
     @cached_property
     def secrets_path(self) -> Path:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import uuid
 from datetime import UTC, datetime
 from typing import Any
@@ -80,15 +81,64 @@ def object_created_event(info: ObjectInfo, event_time: datetime | None = None) -
     return {"EventName": EVENT_NAME, "Key": f"{info.bucket}/{info.key}", "Records": [record]}
 
 
+#: Age limit of ``MXT_STORAGE``, in seconds, and its duplicate window (as the gateway's).
+STREAM_MAX_AGE = 30 * 24 * 3600.0
+STREAM_DEDUPE_WINDOW = 600.0
+#: Defaults of ``MXT_STREAM_MAX_BYTES`` and ``MXT_STREAM_MAX_MSG_BYTES``, in bytes (the
+#: gateway's settings have the same; ``gateway.infrastructure`` declares the stream too).
+DEFAULT_STREAM_MAX_BYTES = 256 * 1024 * 1024
+DEFAULT_STREAM_MAX_MSG_BYTES = 1024 * 1024
+
+
+def storage_stream_config() -> Any:
+    """The ``MXT_STORAGE`` stream as the gateway declares it: 30 days, bounded in bytes.
+
+    ``max_bytes`` and ``max_msg_size`` come from ``MXT_STREAM_MAX_BYTES`` and
+    ``MXT_STREAM_MAX_MSG_BYTES`` (bytes); the oldest events go first when it is full.
+
+    Raises
+    ------
+    ValueError
+        One of those variables is not a positive integer (naming it).
+    """
+    from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
+
+    return StreamConfig(
+        name=STREAM,
+        subjects=STREAM_SUBJECTS,
+        retention=RetentionPolicy.LIMITS,
+        storage=StorageType.FILE,
+        duplicate_window=STREAM_DEDUPE_WINDOW,
+        max_age=STREAM_MAX_AGE,
+        max_bytes=_positive_env("MXT_STREAM_MAX_BYTES", DEFAULT_STREAM_MAX_BYTES),
+        max_msg_size=_positive_env("MXT_STREAM_MAX_MSG_BYTES", DEFAULT_STREAM_MAX_MSG_BYTES),
+        discard=DiscardPolicy.OLD,
+    )
+
+
+def _positive_env(name: str, default: int) -> int:
+    """A positive integer from environment variable ``name``, ``default`` when unset."""
+    raw = os.environ.get(name, "")
+    if raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ValueError(f"{name}={raw!r} is not an integer") from None
+    if value <= 0:
+        raise ValueError(f"{name}={raw!r} must be positive")
+    return value
+
+
 async def ensure_storage_stream(js: Any) -> None:
-    """Declare the ``MXT_STORAGE`` stream (subjects ``mxt.storage.>``) if absent."""
-    from nats.js.api import StreamConfig
+    """Declare the ``MXT_STORAGE`` stream (subjects ``mxt.storage.>``) if absent, bounded
+    as :func:`storage_stream_config` says (an existing one is the gateway's to update)."""
     from nats.js.errors import NotFoundError
 
     try:
         await js.stream_info(STREAM)
     except NotFoundError:
-        await js.add_stream(StreamConfig(name=STREAM, subjects=STREAM_SUBJECTS))
+        await js.add_stream(storage_stream_config())
 
 
 async def publish_object_created(nats_url: str, info: ObjectInfo) -> None:
