@@ -22,6 +22,14 @@ The hub is read-only: a client message other than a ping closes the socket (1008
 A bad filter closes it with 1008 and the reason; a client that cannot keep up (its
 bounded queue overflows) is closed with 1013 ("too slow"); a missing events stream or
 NATS outage closes with 1011.
+
+Bounded: at most ``MXT_WS_MAX_CLIENTS`` clients at once (100); the next one is closed
+with 1013 ("try again later") before any consumer is made. A replay goes back at most
+``MXT_WS_MAX_REPLAY`` stream sequences (10,000, counted over every kind and run): a
+client asking for more gets the last ones, from ``since_seq`` = last sequence - the
+cap, with ``gap: true`` in its hello, as when the events it asked for have expired. A
+``since_seq`` past the stream's end (a recreated stream) starts at the end, also with
+``gap: true``; one that is not an integer in 0..2**63 - 1 closes the socket with 1008.
 """
 
 from __future__ import annotations
@@ -49,11 +57,18 @@ EVENT_KINDS = ("run", "task", "product", "log", "alert")
 PROGRAMMES = ("GP", "CP", "ToO")
 DEFAULT_QUEUE_SIZE = 1024
 """Events buffered per client before it is dropped as too slow (messages)."""
+DEFAULT_MAX_CLIENTS = 100
+"""Websocket clients served at once (``MXT_WS_MAX_CLIENTS``)."""
+DEFAULT_MAX_REPLAY = 10_000
+"""Stream sequences a client's ``since_seq`` may go back (``MXT_WS_MAX_REPLAY``)."""
+MAX_SEQUENCE = 2**63 - 1
+"""Largest ``since_seq`` accepted (JetStream sequences are 64-bit)."""
 
 CLOSE_POLICY = 1008
 CLOSE_INTERNAL = 1011
 CLOSE_TRY_AGAIN = 1013
 _RUN_ID = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
+_SEQUENCE = re.compile(r"^[0-9]{1,19}$")  # ASCII digits only (int() takes others)
 _ALLOWED_PARAMS = ("run", "programme", "kind", "since_seq")
 _PROGRAMME_CACHE = 10_000  # runs whose programme the hub remembers
 _HEARTBEAT = 1.0  # seconds between JetStream heartbeats of an idle client consumer
@@ -153,12 +168,10 @@ def parse_filter(params: dict[str, str]) -> EventFilter:
         programmes.append(programme)
     since_seq = None
     if params.get("since_seq", "") != "":
-        try:
-            since_seq = int(params["since_seq"])
-        except ValueError:
-            raise FilterError("since_seq: expected a non-negative integer") from None
-        if since_seq < 0:
-            raise FilterError("since_seq: expected a non-negative integer")
+        raw = params["since_seq"]
+        if not _SEQUENCE.match(raw) or int(raw) > MAX_SEQUENCE:
+            raise FilterError(f"since_seq: expected an integer from 0 to {MAX_SEQUENCE}")
+        since_seq = int(raw)
     return EventFilter(run_id, frozenset(programmes), frozenset(kinds), since_seq)
 
 
@@ -188,6 +201,9 @@ class _Hub:
     nats_url: str | None
     queue_size: int
     shared_nc: Any = None
+    max_clients: int = DEFAULT_MAX_CLIENTS
+    max_replay: int = DEFAULT_MAX_REPLAY
+    clients: int = 0  # websockets being served now
     _nc: Any = None
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     _programmes: OrderedDict[str, str | None] = field(default_factory=OrderedDict)
@@ -284,20 +300,26 @@ class _Client:
             return "read-only: only 'ping' messages are accepted"
 
 
-async def _start_sequence(js: Any, event_filter: EventFilter) -> tuple[int, bool]:
+async def _start_sequence(
+    js: Any, event_filter: EventFilter, max_replay: int = DEFAULT_MAX_REPLAY
+) -> tuple[int, bool]:
     """The last sequence the client has (its own, or the stream's end now), and whether
-    events it asked for are gone (expired from the stream: it resumes with a gap)."""
+    events it asked for are skipped (it resumes with a gap): expired from the stream,
+    more than ``max_replay`` sequences back, or a ``since_seq`` past the stream's end."""
     info = await js.stream_info(EVENTS_STREAM)
-    if event_filter.since_seq is None:
-        return int(info.state.last_seq), False
-    return event_filter.since_seq, event_filter.since_seq + 1 < int(info.state.first_seq)
+    last = int(info.state.last_seq)
+    since = event_filter.since_seq
+    if since is None:
+        return last, False
+    if since > last:  # a sequence this stream never reached: it was recreated
+        return last, True
+    if last - since > max_replay:
+        return last - max_replay, True
+    return since, since + 1 < int(info.state.first_seq)
 
 
 async def _close(websocket: WebSocket, code: int, reason: str) -> None:
     # A client that stopped reading cannot take the close frame; do not wait forever.
-    import sys
-
-    print("DEBUG closing", code, reason, file=sys.stderr, flush=True)
     with contextlib.suppress(Exception):
         await asyncio.wait_for(websocket.close(code=code, reason=reason[:120]), _CLOSE_TIMEOUT)
 
@@ -308,7 +330,7 @@ async def _serve_client(websocket: WebSocket, hub: _Hub, event_filter: EventFilt
 
     try:
         js = await hub.jetstream()
-        since, gap = await _start_sequence(js, event_filter)
+        since, gap = await _start_sequence(js, event_filter, hub.max_replay)
     except NotFoundError:
         await _close(websocket, CLOSE_INTERNAL, f"events stream {EVENTS_STREAM} does not exist")
         return
@@ -359,8 +381,32 @@ async def json_http_error(request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse({"detail": detail, "path": request.url.path}, status_code=status)
 
 
+def _positive_setting(name: str, default: int) -> int:
+    """A positive integer from environment variable ``name`` (``default`` when unset).
+
+    Raises
+    ------
+    ValueError
+        Naming the variable whose value is not a positive integer.
+    """
+    raw = os.environ.get(name, "")
+    if raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ValueError(f"{name}={raw!r} is not an integer") from None
+    if value <= 0:
+        raise ValueError(f"{name}={raw!r} must be positive")
+    return value
+
+
 def create_app(
-    nats_url: str | None = None, nc: Any = None, queue_size: int | None = None
+    nats_url: str | None = None,
+    nc: Any = None,
+    queue_size: int | None = None,
+    max_clients: int | None = None,
+    max_replay: int | None = None,
 ) -> Starlette:
     """The websocket hub as an ASGI app (the gateway mounts it at ``/mxt_websocket``).
 
@@ -373,19 +419,47 @@ def create_app(
     queue_size
         Events buffered per client before it is dropped (messages);
         ``MXT_WEBSOCKET_QUEUE`` or 1024 when omitted.
+    max_clients
+        Clients served at once; past it a new client is closed with 1013 before any
+        consumer is made. ``MXT_WS_MAX_CLIENTS`` or 100 when omitted.
+    max_replay
+        Stream sequences a ``since_seq`` may go back (messages);
+        ``MXT_WS_MAX_REPLAY`` or 10,000 when omitted.
+
+    Raises
+    ------
+    ValueError
+        A setting in the environment is not a positive integer (naming it).
     """
-    size = queue_size or int(os.environ.get("MXT_WEBSOCKET_QUEUE", DEFAULT_QUEUE_SIZE))
-    hub = _Hub(nats_url, size, shared_nc=nc)
+    size = queue_size or _positive_setting("MXT_WEBSOCKET_QUEUE", DEFAULT_QUEUE_SIZE)
+    hub = _Hub(
+        nats_url,
+        size,
+        shared_nc=nc,
+        max_clients=max_clients or _positive_setting("MXT_WS_MAX_CLIENTS", DEFAULT_MAX_CLIENTS),
+        max_replay=max_replay or _positive_setting("MXT_WS_MAX_REPLAY", DEFAULT_MAX_REPLAY),
+    )
 
     async def events(websocket: WebSocket) -> None:
         await websocket.accept()
-        try:
-            event_filter = parse_filter(dict(websocket.query_params))
-        except FilterError as exc:
-            await _close(websocket, CLOSE_POLICY, str(exc))
+        if hub.clients >= hub.max_clients:
+            await _close(
+                websocket,
+                CLOSE_TRY_AGAIN,
+                f"try again later: {hub.max_clients} clients connected (MXT_WS_MAX_CLIENTS)",
+            )
             return
-        with contextlib.suppress(WebSocketDisconnect):
-            await _serve_client(websocket, hub, event_filter)
+        hub.clients += 1  # no await since the check: no other client slips in between
+        try:
+            try:
+                event_filter = parse_filter(dict(websocket.query_params))
+            except FilterError as exc:
+                await _close(websocket, CLOSE_POLICY, str(exc))
+                return
+            with contextlib.suppress(WebSocketDisconnect):
+                await _serve_client(websocket, hub, event_filter)
+        finally:
+            hub.clients -= 1
 
     async def describe(request: Request) -> JSONResponse:
         return JSONResponse(
@@ -397,6 +471,9 @@ def create_app(
                     "kind": ", ".join(EVENT_KINDS),
                     "since_seq": "last stream sequence received (resume)",
                 },
+                "clients": hub.clients,
+                "max_clients": hub.max_clients,
+                "max_replay": hub.max_replay,
             }
         )
 
