@@ -167,6 +167,10 @@ def read_l0_bytes(data: bytes) -> fits.HDUList:
         )
     if not data.startswith(b"SIMPLE  ="):
         raise Unprocessable("L0 file is not FITS: it does not start with the SIMPLE keyword")
+    from bricks.pipeline import check_fits_layout  # pipeline's codec imports this module
+
+    # astropy itself spins for ever on some hostile size cards (PCOUNT < 0)
+    check_fits_layout("L0 file", data)
     try:
         with warnings.catch_warnings():
             # astropy only warns about a short file; here that is an error

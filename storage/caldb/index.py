@@ -100,6 +100,10 @@ def describe_extensions(data: bytes) -> list[dict[str, Any]]:
     """
     from astropy.io import fits
 
+    from bricks.pipeline import check_fits_layout
+
+    # astropy itself spins for ever on some hostile size cards (PCOUNT < 0)
+    check_fits_layout("CALDB file", data)
     try:
         with fits.open(io.BytesIO(data), memmap=False) as hdul:
             hdul.verify("exception")

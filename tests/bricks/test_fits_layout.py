@@ -152,6 +152,36 @@ def test_a_lenient_end_card_ends_the_header_as_astropy_ends_it():
         check_fits_layout("caldb file", data)
 
 
+def _astropy_spinner() -> bytes:
+    """A file on which astropy's own ``fits.open`` never returns (binary table, PCOUNT < 0)."""
+    primary = _card("SIMPLE", "T") + _card("BITPIX", "8") + _card("NAXIS", "0") + b"END"
+    table = [
+        ("XTENSION", "'BINTABLE'"),
+        ("BITPIX", "8"),
+        ("NAXIS", "2"),
+        ("NAXIS1", "4"),
+        ("NAXIS2", "1"),
+        ("PCOUNT", "-5760"),
+        ("GCOUNT", "1"),
+        ("TFIELDS", "1"),
+        ("TFORM1", "'E'"),
+    ]
+    extension = b"".join(_card(k, v) for k, v in table) + b"END"
+    return primary.ljust(BLOCK) + extension.ljust(BLOCK) + bytes(BLOCK)
+
+
+def test_the_readers_that_open_outside_bytes_with_astropy_check_the_layout_first():
+    """The L0 reader (the orchestrator reads every raw arrival's header with it) and the
+    CALDB ingest would hang in astropy on this file; both refuse it, naming the card."""
+    from bricks.l0 import read_l0_bytes
+    from storage.caldb.index import describe_extensions
+
+    data = _astropy_spinner()
+    for read in (read_l0_bytes, describe_extensions):
+        with pytest.raises(Unprocessable, match="PCOUNT = -5760 is out of range"):
+            read(data)
+
+
 @pytest.mark.parametrize("cut", [100, BLOCK, BLOCK + 10, -10, -BLOCK])
 def test_truncated_files_are_named(valid, cut):
     data = valid[:cut] if cut > 0 else valid[:cut]
