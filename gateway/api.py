@@ -204,6 +204,8 @@ def create_api(platform: Platform) -> Starlette:
 
     async def call_status(request: Request) -> JSONResponse:
         call_id = request.path_params["call_id"]
+        if not m.CALL_ID_PATTERN.match(call_id):  # no such key can exist: NATS would refuse it
+            raise NotFound(f"no async call with id {call_id!r}", call_id=call_id)
         status = await platform.calls.get(call_id)
         if status is None:
             raise NotFound(f"no async call with id {call_id!r}", call_id=call_id)

@@ -33,7 +33,14 @@ from gateway import heap
 from gateway.api import create_api, json_object
 from gateway.auth import ANONYMOUS, PLATFORM, PLATFORM_HEADER_BYTES, PRINCIPAL_KEY, Principal
 from gateway.platform import Platform
-from gateway.policy import Level, refusal, refusal_reason, safe_subpath, system_level
+from gateway.policy import (
+    Level,
+    has_control_character,
+    refusal,
+    refusal_reason,
+    safe_subpath,
+    system_level,
+)
 from gateway.proxy import (
     BodyTooLarge,
     Receive,
@@ -102,7 +109,11 @@ class GatewayApp:
         kind = scope["type"]
         if kind == "http":
             path: str = scope["path"]
-            if scope["method"] not in SAFE_METHODS and not self._same_origin(scope):
+            if has_control_character(path):
+                # it would travel on as X-Forwarded-Uri: a header injection, and no path
+                reason = "the request path has a control character"
+                await send_json(send, 400, error_body("bad_input", reason))
+            elif scope["method"] not in SAFE_METHODS and not self._same_origin(scope):
                 reason = "cross-origin request refused: state changes come from this gateway"
                 await send_json(send, 403, error_body("bad_input", reason))
             elif path.startswith("/function/"):
@@ -143,11 +154,21 @@ class GatewayApp:
                 principal = await asyncio.to_thread(auth.verify, authorization)
         return principal
 
-    async def admit(self, scope: Scope, send: Send, level: Level, what: str) -> Principal | None:
-        """The caller when it may make a call needing ``level``; else refused (None)."""
+    async def admit(
+        self, scope: Scope, send: Send, level: Level, what: str, platform: bool = True
+    ) -> Principal | None:
+        """The caller when it may make a call needing ``level``; else refused (None).
+
+        ``platform``: whether the platform's credential may make the call (not on
+        ``/system``: deploying code is the admin's, and every replica holds the token).
+        """
         principal = await self.principal(scope)
         if principal is None:
             await self.refuse(scope, send, 401, "wrong user or password (or platform credential)")
+            return None
+        if principal.platform and not platform:
+            reason = f"{what} is the admin's: the platform credential does not open it"
+            await self.refuse(scope, send, 403, reason)
             return None
         status = refusal(principal, level)
         if status is not None:
@@ -196,7 +217,8 @@ class GatewayApp:
                 return
             level = deployment.spec.access.level(method)
             what = f"function {name!r}"
-        if await self.admit(scope, send, level, what) is not None:
+        platform = not path.startswith("/system/")
+        if await self.admit(scope, send, level, what, platform) is not None:
             await self.api(scope, receive, send)
 
     async def invoke(self, scope: Scope, receive: Receive, send: Send, rest: str) -> None:

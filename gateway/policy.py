@@ -100,6 +100,11 @@ def parse_access(annotation: str | None, write_protected: bool = False) -> Acces
     return Access(read, parts.get("write", max(read, Level.OPERATOR)))
 
 
+def has_control_character(path: str) -> bool:
+    """Whether a decoded request path holds a control character (never a valid path)."""
+    return any(ord(c) < 0x20 or ord(c) == 0x7F for c in path)
+
+
 def refusal(principal: Principal, level: Level) -> int | None:
     """``None`` when ``principal`` may make a call needing ``level``; else 401 or 403.
 
@@ -147,13 +152,13 @@ def safe_subpath(path: str) -> str:
     """A function sub-path (after ``/function/NAME``) that cannot climb; ``BadInput`` else.
 
     Refused: ``.`` and ``..`` segments (also percent-encoded, once or twice), empty
-    segments (``//``), backslashes, and control characters. Returned unchanged
-    otherwise, without its leading ``/``, so that the caller forwards exactly what
-    was checked (URLs must then be built without normalisation).
+    segments (``//``, a leading ``/`` included), backslashes, and control characters.
+    Returned unchanged otherwise, so that the caller forwards exactly what was
+    checked (URLs must then be built without normalisation).
     """
     from urllib.parse import unquote
 
-    text = path.lstrip("/")
+    text = path
     if not text:
         return ""
     if any(ord(c) < 0x20 or c in "\\\x7f" for c in text):

@@ -23,6 +23,7 @@ from gateway.messages import CallCompleted
 from gateway.orchestrator import service, views
 from gateway.orchestrator.dispatch import GatewayClient, QueueDispatcher
 from gateway.orchestrator.raw import RAW_BUCKET
+from storage.schemas import Identifier
 
 RUN_ID = r"^r-[a-z0-9-]{1,100}$"
 #: seconds between two looks at the log index while following a run
@@ -92,7 +93,8 @@ class RunQuery(BaseModel):
 
     run_id: str | None = Field(default=None, pattern=RUN_ID)
     view: Literal["products", "tasks"] | None = None
-    obs_id: str | None = Field(default=None, max_length=128)
+    # the identifier rule missiondb filters with: a bad obs_id is a 422 here, not a 500 there
+    obs_id: Identifier | None = None
     programme: Literal["ToO", "CP", "GP"] | None = None
     state: Literal["pending", "running", "succeeded", "failed", "cancelled"] | None = None
     limit: int = Field(default=50, ge=1, le=1000)

@@ -277,7 +277,7 @@ KNOWN = (
             and "obs_id" in f.request
             and f.outcome.startswith("500 {")
         ),
-        out_of_scope=True,
+        out_of_scope=False,
     ),
     Known(
         "status-invalid-key",
@@ -288,7 +288,7 @@ KNOWN = (
         "Retry-After instead of 400/404 (gateway/api.py call_status does not check the id "
         "against CALL_ID_PATTERN); the '4xx never 5xx' issue",
         lambda f: "/async-function/status/" in f.request and "InvalidKeyError" in f.outcome,
-        out_of_scope=True,
+        out_of_scope=False,
     ),
     Known(
         "route-path-control-character",

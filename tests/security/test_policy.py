@@ -109,6 +109,8 @@ def test_the_gateways_own_api_rules():
     "path",
     [
         "../../system/functions",
+        "/system/functions",
+        "/",
         "a/../../b",
         "./x",
         "a//b",
@@ -127,9 +129,7 @@ def test_climbing_sub_paths_are_refused(path):
         safe_subpath(path)
 
 
-@pytest.mark.parametrize(
-    ("path", "kept"), [("", ""), ("/", ""), ("a/b", "a/b"), ("a%20b/c/", "a%20b/c/")]
-)
+@pytest.mark.parametrize(("path", "kept"), [("", ""), ("a/b", "a/b"), ("a%20b/c/", "a%20b/c/")])
 def test_plain_sub_paths_pass_unchanged(path, kept):
     assert safe_subpath(path) == kept
 
