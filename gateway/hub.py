@@ -51,6 +51,7 @@ from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from gateway.messages import EVENTS_STREAM
+from storage.settings import positive_env
 
 EVENT_SUBJECT_PREFIX = "mxt.events"
 EVENT_KINDS = ("run", "task", "product", "log", "alert")
@@ -381,26 +382,6 @@ async def json_http_error(request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse({"detail": detail, "path": request.url.path}, status_code=status)
 
 
-def _positive_setting(name: str, default: int) -> int:
-    """A positive integer from environment variable ``name`` (``default`` when unset).
-
-    Raises
-    ------
-    ValueError
-        Naming the variable whose value is not a positive integer.
-    """
-    raw = os.environ.get(name, "")
-    if raw == "":
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ValueError(f"{name}={raw!r} is not an integer") from None
-    if value <= 0:
-        raise ValueError(f"{name}={raw!r} must be positive")
-    return value
-
-
 def create_app(
     nats_url: str | None = None,
     nc: Any = None,
@@ -431,13 +412,13 @@ def create_app(
     ValueError
         A setting in the environment is not a positive integer (naming it).
     """
-    size = queue_size or _positive_setting("MXT_WEBSOCKET_QUEUE", DEFAULT_QUEUE_SIZE)
+    size = queue_size or positive_env("MXT_WEBSOCKET_QUEUE", DEFAULT_QUEUE_SIZE)
     hub = _Hub(
         nats_url,
         size,
         shared_nc=nc,
-        max_clients=max_clients or _positive_setting("MXT_WS_MAX_CLIENTS", DEFAULT_MAX_CLIENTS),
-        max_replay=max_replay or _positive_setting("MXT_WS_MAX_REPLAY", DEFAULT_MAX_REPLAY),
+        max_clients=max_clients or positive_env("MXT_WS_MAX_CLIENTS", DEFAULT_MAX_CLIENTS),
+        max_replay=max_replay or positive_env("MXT_WS_MAX_REPLAY", DEFAULT_MAX_REPLAY),
     )
 
     async def events(websocket: WebSocket) -> None:

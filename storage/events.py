@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import uuid
 from datetime import UTC, datetime
 from typing import Any
@@ -18,6 +17,7 @@ from urllib.parse import quote
 
 from bricks.errors import Transient
 from storage.objects import ObjectInfo
+from storage.settings import positive_env
 
 STREAM = "MXT_STORAGE"
 STREAM_SUBJECTS = ["mxt.storage.>"]
@@ -110,24 +110,10 @@ def storage_stream_config() -> Any:
         storage=StorageType.FILE,
         duplicate_window=STREAM_DEDUPE_WINDOW,
         max_age=STREAM_MAX_AGE,
-        max_bytes=_positive_env("MXT_STREAM_MAX_BYTES", DEFAULT_STREAM_MAX_BYTES),
-        max_msg_size=_positive_env("MXT_STREAM_MAX_MSG_BYTES", DEFAULT_STREAM_MAX_MSG_BYTES),
+        max_bytes=positive_env("MXT_STREAM_MAX_BYTES", DEFAULT_STREAM_MAX_BYTES),
+        max_msg_size=positive_env("MXT_STREAM_MAX_MSG_BYTES", DEFAULT_STREAM_MAX_MSG_BYTES),
         discard=DiscardPolicy.OLD,
     )
-
-
-def _positive_env(name: str, default: int) -> int:
-    """A positive integer from environment variable ``name``, ``default`` when unset."""
-    raw = os.environ.get(name, "")
-    if raw == "":
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ValueError(f"{name}={raw!r} is not an integer") from None
-    if value <= 0:
-        raise ValueError(f"{name}={raw!r} must be positive")
-    return value
 
 
 async def ensure_storage_stream(js: Any) -> None:

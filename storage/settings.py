@@ -59,6 +59,28 @@ class StorageSettings(BaseSettings):
             return None
 
 
+def positive_env(name: str, default: float, kind: type = int) -> float:
+    """A positive number (``kind``: ``int`` or ``float``) from environment variable
+    ``name``, ``default`` when unset or empty.
+
+    Raises
+    ------
+    ValueError
+        Naming the variable whose value is not a positive number of that kind.
+    """
+    raw = os.environ.get(name, "")
+    if raw == "":
+        return default
+    try:
+        value = kind(raw)
+    except ValueError:
+        expected = "an integer" if kind is int else "a number"
+        raise ValueError(f"{name}={raw!r} is not {expected}") from None
+    if value <= 0:
+        raise ValueError(f"{name}={raw!r} must be positive")
+    return value
+
+
 @lru_cache(maxsize=1)
 def get_settings() -> StorageSettings:
     """The process's settings, read from the environment on first use."""

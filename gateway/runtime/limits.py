@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
 from starlette.requests import Request
 
 from bricks.errors import BadInput, PayloadTooLarge
+from storage.settings import positive_env
 
 DEFAULT_MAX_BODY_BYTES = 8 * 1024 * 1024
 DEFAULT_CALL_TIMEOUT_SECONDS = 300.0
@@ -49,30 +49,15 @@ class RuntimeLimits:
             Naming the variable whose value is not a positive number.
         """
         return cls(
-            max_body_bytes=int(_positive_env("MXT_MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES, int)),
-            call_timeout_seconds=_positive_env(
+            max_body_bytes=int(positive_env("MXT_MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES, int)),
+            call_timeout_seconds=positive_env(
                 "MXT_CALL_TIMEOUT_SECONDS", DEFAULT_CALL_TIMEOUT_SECONDS, float
             ),
-            handler_threads=int(_positive_env("MXT_HANDLER_THREADS", DEFAULT_HANDLER_THREADS, int)),
-            abandon_grace_seconds=_positive_env(
+            handler_threads=int(positive_env("MXT_HANDLER_THREADS", DEFAULT_HANDLER_THREADS, int)),
+            abandon_grace_seconds=positive_env(
                 "MXT_ABANDON_GRACE_SECONDS", DEFAULT_ABANDON_GRACE_SECONDS, float
             ),
         )
-
-
-def _positive_env(name: str, default: float, kind: type) -> float:
-    """A positive number from environment variable ``name``."""
-    raw = os.environ.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        value = kind(raw)
-    except ValueError:
-        expected = "an integer" if kind is int else "a number"
-        raise ValueError(f"{name}={raw!r} is not {expected}") from None
-    if value <= 0:
-        raise ValueError(f"{name}={raw!r} must be positive")
-    return value
 
 
 async def read_body(request: Request, max_bytes: int) -> bytes:
