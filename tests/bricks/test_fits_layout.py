@@ -129,45 +129,39 @@ def test_the_walk_agrees_with_astropy_on_every_hdu(valid):
     ]
 
 
+def _spinning_table() -> bytes:
+    """A binary-table HDU (header and one data block) with ``PCOUNT = -5760``: astropy's
+    own ``fits.open`` never returns on a file holding it."""
+    table = [
+        ("XTENSION", "'BINTABLE'"),
+        ("BITPIX", "8"),
+        ("NAXIS", "2"),
+        ("NAXIS1", "4"),
+        ("NAXIS2", "1"),
+        ("PCOUNT", "-5760"),
+        ("GCOUNT", "1"),
+        ("TFIELDS", "1"),
+        ("TFORM1", "'E'"),
+    ]
+    extension = b"".join(_card(k, v) for k, v in table) + b"END"
+    return extension.ljust(BLOCK) + bytes(BLOCK)
+
+
+def _astropy_spinner() -> bytes:
+    """A file on which astropy's own ``fits.open`` never returns."""
+    primary = _card("SIMPLE", "T") + _card("BITPIX", "8") + _card("NAXIS", "0") + b"END"
+    return primary.ljust(BLOCK) + _spinning_table()
+
+
 def test_a_lenient_end_card_ends_the_header_as_astropy_ends_it():
     # astropy takes "END" + blanks + a non-keyword character as END (with a warning): the
     # walker must too, or astropy would go on to the next HDU unchecked. That HDU's
     # PCOUNT = -5760 makes astropy's own fits.open spin for ever.
     primary = _card("SIMPLE", "T") + _card("BITPIX", "8") + _card("NAXIS", "0")
     primary += b"END     !".ljust(80)
-    table = [
-        ("XTENSION", "'BINTABLE'"),
-        ("BITPIX", "8"),
-        ("NAXIS", "2"),
-        ("NAXIS1", "4"),
-        ("NAXIS2", "1"),
-        ("PCOUNT", "-5760"),
-        ("GCOUNT", "1"),
-        ("TFIELDS", "1"),
-        ("TFORM1", "'E'"),
-    ]
-    extension = b"".join(_card(k, v) for k, v in table) + b"END"
-    data = primary.ljust(BLOCK) + extension.ljust(BLOCK) + bytes(BLOCK)
+    data = primary.ljust(BLOCK) + _spinning_table()
     with pytest.raises(Unprocessable, match="HDU 1: card PCOUNT = -5760 is out of range"):
         check_fits_layout("caldb file", data)
-
-
-def _astropy_spinner() -> bytes:
-    """A file on which astropy's own ``fits.open`` never returns (binary table, PCOUNT < 0)."""
-    primary = _card("SIMPLE", "T") + _card("BITPIX", "8") + _card("NAXIS", "0") + b"END"
-    table = [
-        ("XTENSION", "'BINTABLE'"),
-        ("BITPIX", "8"),
-        ("NAXIS", "2"),
-        ("NAXIS1", "4"),
-        ("NAXIS2", "1"),
-        ("PCOUNT", "-5760"),
-        ("GCOUNT", "1"),
-        ("TFIELDS", "1"),
-        ("TFORM1", "'E'"),
-    ]
-    extension = b"".join(_card(k, v) for k, v in table) + b"END"
-    return primary.ljust(BLOCK) + extension.ljust(BLOCK) + bytes(BLOCK)
 
 
 def test_the_readers_that_open_outside_bytes_with_astropy_check_the_layout_first():
