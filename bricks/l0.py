@@ -169,8 +169,11 @@ def read_l0_bytes(data: bytes) -> fits.HDUList:
         raise Unprocessable("L0 file is not FITS: it does not start with the SIMPLE keyword")
     from bricks.pipeline import check_fits_layout  # pipeline's codec imports this module
 
-    # astropy itself spins for ever on some hostile size cards (PCOUNT < 0)
-    check_fits_layout("L0 file", data)
+    try:
+        # astropy itself spins for ever on some hostile size cards (PCOUNT < 0)
+        check_fits_layout("L0 file", data)
+    except Unprocessable as exc:
+        raise Unprocessable(f"L0 file is truncated or corrupt: {exc.reason}") from None
     try:
         with warnings.catch_warnings():
             # astropy only warns about a short file; here that is an error
