@@ -59,6 +59,8 @@ STACK_FUNCTIONS = {
         "echo", annotations={"topic": "mxt.events.test.>, plain.test.topic"}
     ),
     "victim": function_entry("sleep"),
+    # its own body limit, above the stack's: the gateway applies the function's
+    "roomy-echo": function_entry("echo", environment={"MXT_MAX_BODY_BYTES": "3000000"}),
     # called by the connector itself for each message (no async call queued)
     "topic-direct": function_entry(
         "fail-n-times",

@@ -100,6 +100,17 @@ def test_oversized_bodies_are_413(client: httpx.Client) -> None:
     assert too_big_async.status_code == 413
 
 
+def test_the_gateway_applies_each_functions_own_body_limit(client: httpx.Client) -> None:
+    """The gateway refuses exactly what the function would: its MXT_MAX_BODY_BYTES."""
+    blob = "m" * 2_000_000  # over the stack's 1,000,000, under roomy-echo's 3,000,000
+    passed = client.post("/function/roomy-echo", json={"message": "m", "data": {"blob": blob}})
+    assert passed.status_code == 200 and len(passed.json()["data"]["blob"]) == 2_000_000
+    refused = client.post("/function/roomy-echo", content=b"x" * 3_000_001)
+    assert refused.status_code == 413
+    # the gateway's own refusal (the function's runtime words it "exceeds the limit")
+    assert refused.json()["reason"] == "request body larger than the limit of 3000000 bytes"
+
+
 def test_slow_function_is_504_with_reason(client: httpx.Client) -> None:
     resp = client.post("/function/slow", json={"seconds": 3})
     assert resp.status_code == 504
