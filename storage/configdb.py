@@ -2,13 +2,18 @@
 
 Versions are immutable; exactly one is active per programme; every activation is
 kept in the history. Functions take a session and never commit.
+
+What makes a configuration runnable (known bricks, every input produced by a needed
+brick, parameters the bricks' models accept) is the orchestrator's ``build_dag``; the
+storage layer cannot import it, so the configdb functions pass it in as the ``check`` of
+:func:`check_programme`: a version it rejects is neither stored nor activated (422).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -110,6 +115,57 @@ def check_dag(dag: list[DagNode]) -> None:
             del remaining[brick]
         for needs in remaining.values():
             needs.difference_update(ready)
+
+
+class InvalidProgramme(BadInput):
+    """A configuration the orchestrator could not run: unknown brick, an input no needed
+    brick produces, parameters a model refuses (422, the reason naming brick and field)."""
+
+    http_status = 422
+
+
+#: what a runnable configuration must pass: raises ``BadInput`` naming the problem
+#: (``gateway.orchestrator.programme.build_dag``)
+ProgrammeCheck = Callable[["ConfigSpec"], object]
+
+
+def check_programme(spec: ConfigSpec, check: ProgrammeCheck, refused: str) -> None:
+    """Run ``check`` on ``spec``; ``InvalidProgramme`` saying what and ``refused`` if it fails.
+
+    Parameters
+    ----------
+    refused
+        What is therefore not done, for the reason ("not stored", "version 3 not activated").
+    """
+    try:
+        check(spec)
+    except BadInput as exc:
+        reason = exc.reason
+    except (ValueError, TypeError, KeyError) as exc:  # a model's own validator gone astray
+        reason = f"programme {spec.programme}: {exc}"
+    else:
+        return
+    raise InvalidProgramme(f"{reason}; {refused}", programme=spec.programme) from None
+
+
+def stored_spec(record: ConfigRecord) -> ConfigSpec:
+    """The configuration of a stored version, as a spec (to check it again).
+
+    Raises
+    ------
+    InvalidProgramme
+        The stored content is no longer a valid spec (stored before a rule existed).
+    """
+    try:
+        return ConfigSpec.model_validate(
+            {"programme": record.programme, "dag": record.dag, "parameters": record.parameters}
+        )
+    except ValidationError as exc:
+        raise InvalidProgramme(
+            f"programme {record.programme} version {record.version}: {_first_error(exc)}",
+            programme=record.programme,
+            version=record.version,
+        ) from None
 
 
 def content_hash(dag: list[dict[str, Any]], parameters: dict[str, Any]) -> str:

@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
-from storage.configdb import ConfigRecord, Programme, activate
+from gateway.orchestrator.programme import build_dag
+from storage.configdb import (
+    ConfigRecord,
+    Programme,
+    activate,
+    check_programme,
+    get_config,
+    stored_spec,
+)
 from storage.db import transaction
 from storage.schemas import ShortText, StrictModel, Version
 
@@ -16,6 +24,16 @@ class Activation(StrictModel):
 
 
 def handle(request: Activation) -> ConfigRecord:
-    """Activate (recorded in the history); 404 if the version does not exist."""
+    """Activate (recorded in the history); 404 if the version does not exist.
+
+    The version is checked again as configdb-put checks new ones: one stored before
+    that check, or runnable no more, is refused (422 naming the problem) and the
+    active version stays. Versions are immutable, so what is checked is what is
+    activated.
+    """
+    with transaction(read_only=True) as session:
+        record = get_config(session, request.programme, request.version)
+    refused = f"version {request.version} not activated"
+    check_programme(stored_spec(record), build_dag, refused)
     with transaction() as session:
         return activate(session, request.programme, request.version, request.comment)
