@@ -8,9 +8,13 @@
 - ToO latency, warm stack: from the L0 file's upload to the raw bucket (its arrival
   event starts the run) to the position notice received on ``mxt.alerts.notice``, for
   about 10⁵ and 10⁶ events;
+- ToO notice latency idle and under a flood (issue 11): the same for a small ToO
+  observation, idle, then while ``--flood`` slow anonymous async calls (the ``sleep``
+  test function, 4 s each) fill the async queue; target: within 3 s of idle;
 - observations per minute through the full CP chain, observations submitted at once.
 
-Run: ``python bench/chain.py [--hops-runs N] [--cp-observations N] [--sizes 1e5 1e6]``.
+Run: ``python bench/chain.py [--hops-runs N] [--cp-observations N] [--sizes 1e5 1e6]
+[--flood N] [--only hops|too|flood|cp]``.
 Targets (issue 5): hop ≤ 15 ms; ToO notice ≤ 5 s after upload for 10⁵ events.
 """
 
@@ -48,11 +52,17 @@ from local.chainkit import (  # noqa: E402
 from local.stack import EmbeddedStack  # noqa: E402
 
 
-def start_stack(root: Path, replace: dict[str, Path] | None = None) -> EmbeddedStack:
+def start_stack(
+    root: Path,
+    replace: dict[str, Path] | None = None,
+    extra: dict[str, Any] | None = None,
+    env: dict[str, str] | None = None,
+) -> EmbeddedStack:
     data_dir = root / "data"
     prepare_data_dir(data_dir)
-    stack_file = stack_subset(root / "stack.yml", replace_handler=replace)
-    stack = EmbeddedStack(stack_file, data_dir, env={"MXT_DATA_DIR": str(data_dir)})
+    stack_file = stack_subset(root / "stack.yml", extra=extra, replace_handler=replace)
+    env = {"MXT_DATA_DIR": str(data_dir), **(env or {})}
+    stack = EmbeddedStack(stack_file, data_dir, env=env)
     return stack.start(timeout=120)
 
 
@@ -252,6 +262,43 @@ async def notice_latency(stack: EmbeddedStack, obs_id: str, data: bytes) -> tupl
     return t1 - t0, notice_at - t0
 
 
+# ---------------------------------------------------- ToO under an async flood
+
+
+def too_under_flood(count: int, seconds: float = 4.0) -> None:
+    """The ToO notice latency idle, then with ``count`` slow async calls queued."""
+    sleep = {
+        "lang": "python3-mxt",
+        "handler": str(HERE.parent / "tests" / "functions" / "sleep"),
+        "annotations": {"com.mxt.access": "public"},
+    }
+    with tempfile.TemporaryDirectory() as tmp:
+        # the flood is one anonymous caller: a burst big enough not to be rate-limited
+        env = {"MXT_ASYNC_BURST": str(count + 10)}
+        stack = start_stack(Path(tmp), extra={"sleep": sleep}, env=env)
+        try:
+            client = httpx.Client(timeout=60)
+            warm_up(stack, client, "TargetOfOpportunity-Nom")
+            data, _ = simulate_bytes("tooidle", 1e4, "TargetOfOpportunity-Nom", 3)
+            _, idle = asyncio.run(notice_latency(stack, "tooidle", data))
+
+            def one(_: int) -> int:
+                url = f"{stack.url}/async-function/sleep"
+                return client.post(url, json={"seconds": seconds}).status_code
+
+            with ThreadPoolExecutor(32) as pool:
+                statuses = list(pool.map(one, range(count)))
+            data, _ = simulate_bytes("tooflood", 1e4, "TargetOfOpportunity-Nom", 3)
+            _, flooded = asyncio.run(notice_latency(stack, "tooflood", data))
+            accepted = statuses.count(202)
+            print(f"ToO notice latency under an async flood ({count} calls of {seconds:g} s)")
+            print(f"  idle               {idle:6.2f} s")
+            print(f"  under the flood    {flooded:6.2f} s   ({accepted} calls accepted; "
+                  f"target ≤ idle + 3 s)")  # fmt: skip
+        finally:
+            stack.stop()
+
+
 # ------------------------------------------------------------ CP throughput
 
 
@@ -282,12 +329,15 @@ def main() -> None:
     parser.add_argument("--hops-runs", type=int, default=10)
     parser.add_argument("--cp-observations", type=int, default=10)
     parser.add_argument("--sizes", type=float, nargs="*", default=[1e5, 1e6])
-    parser.add_argument("--only", choices=["hops", "too", "cp"], default=None)
+    parser.add_argument("--flood", type=int, default=300)
+    parser.add_argument("--only", choices=["hops", "too", "flood", "cp"], default=None)
     args = parser.parse_args()
     if args.only in (None, "hops"):
         hop_overhead(args.hops_runs)
     if args.only in (None, "too"):
         too_latency(args.sizes)
+    if args.only in (None, "flood"):
+        too_under_flood(args.flood)
     if args.only in (None, "cp"):
         cp_throughput(args.cp_observations)
 

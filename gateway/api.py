@@ -39,6 +39,7 @@ from gateway.proxy import (
     PLATFORM_ONLY_PREFIX,
     namespaced_call_id,
 )
+from gateway.ratelimit import RateLimiter, retry_after
 
 MAX_REPLICAS = 32
 # request headers that stay with the gateway instead of travelling with an async call
@@ -211,10 +212,26 @@ def create_api(platform: Platform) -> Starlette:
             raise NotFound(f"no async call with id {call_id!r}", call_id=call_id)
         return JSONResponse(status.model_dump(mode="json"))
 
+    limiter = RateLimiter(platform.settings.async_rate, platform.settings.async_burst)
+
     async def invoke_async(request: Request) -> Response:
         # admitted by gateway.app with the function's access level
         deployment = deployment_of(request.path_params["name"])
         principal: Principal = request.scope[PRINCIPAL_KEY]
+        if not principal.platform:
+            caller = principal.name if principal.authenticated else _client_address(request)
+            wait = limiter.take(caller)
+            if wait:
+                return JSONResponse(
+                    {
+                        "kind": "transient",
+                        "reason": f"too many async calls from {caller}: "
+                        f"at most {platform.settings.async_rate:g}/s "
+                        f"(bursts of {platform.settings.async_burst})",
+                    },
+                    status_code=429,
+                    headers={"Retry-After": retry_after(wait)},
+                )
         call = m.AsyncCall(
             call_id=_call_id(request, principal),
             function=deployment.spec.name,
@@ -227,7 +244,9 @@ def create_api(platform: Platform) -> Starlette:
             ),
             callback_url=await _callback_url(request, callback_policy),
         )
-        queued = await enqueue(platform.js, platform.calls, call)
+        # a public caller's call is in the public lane whatever its headers say
+        lane = None if principal.platform else "public"
+        queued = await enqueue(platform.js, platform.calls, call, lane=lane)
         headers = {"X-Call-Id": call.call_id, "X-Start-Time": str(int(call.enqueued_at * 1e9))}
         if not queued:
             headers["X-Duplicate"] = "true"
@@ -326,6 +345,11 @@ def _call_id(request: Request, principal: Principal) -> str:
             field="X-Call-Id",
         )
     return call_id
+
+
+def _client_address(request: Request) -> str:
+    """An anonymous caller's identity for rate limits: the client's address."""
+    return f"address {request.client.host}" if request.client else "address unknown"
 
 
 def _raw_subpath(request: Request) -> str:

@@ -14,6 +14,7 @@ from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
 from gateway import messages as m
+from gateway.lanes import lane_of, lane_subject
 
 
 class CallStore:
@@ -47,14 +48,21 @@ class CallStore:
 
 
 async def enqueue(
-    js: JetStreamContext, store: CallStore, call: m.AsyncCall, msg_id: str | None = None
+    js: JetStreamContext,
+    store: CallStore,
+    call: m.AsyncCall,
+    msg_id: str | None = None,
+    lane: str | None = None,
 ) -> bool:
-    """Publish an async call on its function's subject, deduplicated on the call id.
+    """Publish an async call on its lane's subject for its function, deduplicated on the
+    call id.
 
     Parameters
     ----------
     msg_id
         The ``Nats-Msg-Id`` (the call id unless a redrive needs a fresh one).
+    lane
+        The lane (``gateway.lanes``); from the call's headers when omitted.
 
     Returns
     -------
@@ -73,7 +81,7 @@ async def enqueue(
         await store.put(queued)
     try:
         ack = await js.publish(
-            m.async_subject(call.function),
+            lane_subject(lane or lane_of(call.headers), call.function),
             call.to_bytes(),
             headers={"Nats-Msg-Id": msg_id or call.call_id},
         )

@@ -27,6 +27,7 @@ from nats.js.errors import NotFoundError
 from nats.js.kv import KeyValue
 
 from gateway import messages as m
+from gateway.lanes import LANES, LEGACY_FILTER, lane_durable, lane_filter, parse_slots
 from gateway.settings import GatewaySettings
 
 log = logging.getLogger("mxt.gateway.infrastructure")
@@ -185,25 +186,51 @@ def _log_refusal(config: StreamConfig, exc: Exception) -> None:
     )
 
 
-def worker_consumer_config(settings: GatewaySettings) -> ConsumerConfig:
-    """The queue worker's durable pull consumer on ``MXT_ASYNC``.
+def worker_consumer_config(settings: GatewaySettings, lane: str | None = None) -> ConsumerConfig:
+    """The queue worker's durable pull consumer of ``lane`` on ``MXT_ASYNC``.
 
+    ``lane`` ``None``: the consumer from before lanes (``mxt-queue-worker``), now
+    filtered to the calls queued then, on ``mxt.async.<function>``.
     ``ack_wait`` is short because the worker sends ``in_progress`` while a call
-    runs; a worker that died lets the call be redelivered within that time.
-    ``max_deliver`` is unbounded: the worker counts attempts and dead-letters.
+    runs (or waits for its function's slot); a worker that died lets the call be
+    redelivered within that time. ``max_deliver`` is unbounded: the worker counts
+    attempts and dead-letters. ``max_ack_pending`` covers what a lane runs and holds.
     """
+    slots = parse_slots(settings.lane_slots, settings.worker_concurrency)
+    most = slots[lane] if lane else max(slots.values())
     return ConsumerConfig(
-        durable_name=m.WORKER_DURABLE,
+        durable_name=lane_durable(lane) if lane else m.WORKER_DURABLE,
         ack_policy=AckPolicy.EXPLICIT,
         ack_wait=30.0,
         max_deliver=-1,
-        filter_subject="mxt.async.>",
-        max_ack_pending=max(1000, settings.worker_concurrency * 4),
+        filter_subject=lane_filter(lane) if lane else LEGACY_FILTER,
+        max_ack_pending=max(1000, most * 8),
     )
 
 
+async def ensure_worker_consumers(js: JetStreamContext, settings: GatewaySettings) -> None:
+    """Declare the lanes' consumers, upgrading the one from before lanes.
+
+    That consumer (``mxt-queue-worker``, filtered ``mxt.async.>``) would overlap the
+    lanes' filters, which a work-queue stream refuses: it is deleted and declared again
+    on ``mxt.async.*``. Calls it held stay in the stream (a work queue drops a message
+    only when acked) and are delivered again by the new one; a call in flight at that
+    moment may run twice. A worker of an older version must be stopped first.
+    """
+    try:
+        info = await js.consumer_info(m.ASYNC_STREAM, m.WORKER_DURABLE)
+    except NotFoundError:
+        info = None
+    if info is not None and info.config.filter_subject != LEGACY_FILTER:
+        log.info("consumer %s: upgrading to lanes (filter %s)", m.WORKER_DURABLE, LEGACY_FILTER)
+        await js.delete_consumer(m.ASYNC_STREAM, m.WORKER_DURABLE)
+    await js.add_consumer(m.ASYNC_STREAM, worker_consumer_config(settings))
+    for lane in LANES:
+        await js.add_consumer(m.ASYNC_STREAM, worker_consumer_config(settings, lane))
+
+
 async def declare(js: JetStreamContext, settings: GatewaySettings) -> KeyValue:
-    """Declare every stream, the worker's consumer and the call-status bucket.
+    """Declare every stream, the worker's consumers and the call-status bucket.
 
     Returns
     -------
@@ -212,7 +239,7 @@ async def declare(js: JetStreamContext, settings: GatewaySettings) -> KeyValue:
     """
     for config in stream_configs(settings):
         await ensure_stream(js, config)
-    await js.add_consumer(m.ASYNC_STREAM, worker_consumer_config(settings))
+    await ensure_worker_consumers(js, settings)
     return await call_status_bucket(js, settings)
 
 

@@ -75,6 +75,16 @@ class GatewaySettings(BaseSettings):
     # largest message a stream accepts, in bytes (nats-server's default max_payload);
     # MXT_ASYNC and MXT_DLQ take at least a base64 async body of max_async_body_bytes
     stream_max_msg_bytes: int = Field(default=1024 * 1024, gt=0)
+    # slots of the queue worker's lanes (gateway/lanes.py), "lane=count" comma-separated
+    # over the defaults too=16, events=16, platform and public worker_concurrency each
+    lane_slots: str = ""
+    # calls of one function a lane runs at once; 0: half the lane's slots (at least 1)
+    function_slots: int = Field(default=0, ge=0)
+    # public async API (/async-function): calls per second each caller (user name, or
+    # client address when anonymous) may queue on average, and in one burst; the
+    # platform is never limited. async_rate 0: no limit
+    async_rate: float = Field(default=20.0, ge=0)
+    async_burst: int = Field(default=200, ge=1)
 
     @cached_property
     def secrets_path(self) -> Path:

@@ -6,7 +6,12 @@ refused connections) are retried with exponential backoff and jitter, honouring
 ``Retry-After``, by ``nak(delay)``; the attempt number is JetStream's delivery count,
 so a worker that dies mid-call also counts an attempt. After ``max_attempts`` the call
 goes to ``MXT_DLQ``; 4xx answers fail at once. Runs inside ``mxt up`` and alone as
-``mxt worker`` (several workers share one durable consumer).
+``mxt worker`` (several workers share the durable consumers).
+
+Calls run in lanes (``gateway.lanes``): each lane pulls its own durable consumer and
+has its own slots, so ToO brick calls never wait behind other work; within a lane a
+function runs at most ``function_slots`` calls at once, the lane's other calls held
+(kept from redelivery) until one of its calls ends, while other functions go ahead.
 """
 
 from __future__ import annotations
@@ -17,8 +22,9 @@ import email.utils
 import logging
 import random
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TypeVar
 
 import aiohttp
@@ -35,6 +41,7 @@ from gateway import messages as m
 from gateway.auth import PLATFORM_HEADER
 from gateway.calls import CallStore
 from gateway.egress import EgressPolicy, EgressRefused, client_session
+from gateway.lanes import LANES, function_of, function_slots, lane_durable, lane_of, parse_slots
 from gateway.policy import safe_subpath
 from gateway.provider import FunctionUnavailable, LocalProvider
 from gateway.pull import Puller
@@ -48,6 +55,7 @@ COMPLETION_BODY_LIMIT = 256 * 1024  # bytes of the function's body kept in a com
 CALLBACK_ANSWER_LIMIT = 1024  # bytes of a callback receiver's answer read (for the log)
 DRAIN_TIMEOUT = 10.0  # seconds calls in flight get to finish on stop
 NATS_OUTAGE = 60.0  # seconds an outcome waits for NATS to come back before giving up
+HOLD_FACTOR = 4  # a lane holds up to this many times its slots waiting for a function's slot
 T = TypeVar("T")
 
 
@@ -118,6 +126,27 @@ async def _quietly(operation: Awaitable[object]) -> None:
         await operation
 
 
+@dataclass
+class Lane:
+    """One lane's slots: calls running by function, and calls held for a function's slot."""
+
+    name: str
+    slots: int
+    per_function: int
+    running: dict[str, int] = field(default_factory=dict)
+    active: int = 0
+    held: deque[tuple[str, Msg, asyncio.Task[None]]] = field(default_factory=deque)
+    changed: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def room(self) -> int:
+        """Messages the lane may take now (running or held)."""
+        return self.slots * (1 + HOLD_FACTOR) - self.active - len(self.held)
+
+    def may_start(self, function: str) -> bool:
+        """Whether a call of ``function`` may start now."""
+        return self.active < self.slots and self.running.get(function, 0) < self.per_function
+
+
 def error_reason(outcome: Outcome) -> str:
     """A sentence on a failed attempt, with the function's own reason when it gave one."""
     if outcome.error:
@@ -155,15 +184,20 @@ class QueueWorker:
         self.platform_token = platform_token
         self.inflight: set[asyncio.Task[None]] = set()
         self.stopping = False
-        self._loop_task: asyncio.Task[None] | None = None
-        self._slot_freed = asyncio.Event()
+        self._loop_tasks: list[asyncio.Task[None]] = []
+        slots = parse_slots(settings.lane_slots, settings.worker_concurrency)
+        self.lanes = {
+            name: Lane(name, slots[name], function_slots(slots[name], settings.function_slots))
+            for name in LANES
+        }
+        self.subs: list[JetStreamContext.PullSubscription] = []
         self.session: aiohttp.ClientSession | None = None
         # callbacks go to URLs callers chose: a session of their own, under the policy
         self.callback_policy = EgressPolicy.from_setting(settings.callback_allow)
         self.callback_session: aiohttp.ClientSession | None = None
 
     async def start(self) -> None:
-        """Bind to the durable consumer and start pulling."""
+        """Bind to each lane's durable consumer (and the one from before lanes), pull."""
         self.callback_session = client_session(
             self.callback_policy, connector_options={"keepalive_timeout": 30}, auto_decompress=False
         )
@@ -171,38 +205,57 @@ class QueueWorker:
             connector=aiohttp.TCPConnector(limit=0, keepalive_timeout=30),
             auto_decompress=False,
         )
-        self.sub = await self.js.pull_subscribe_bind(m.WORKER_DURABLE, stream=m.ASYNC_STREAM)
-        self.puller = Puller(self.sub)
-        self._loop_task = asyncio.create_task(self._pull_loop(), name="queue worker")
+        for name, lane in self.lanes.items():
+            sub = await self.js.pull_subscribe_bind(lane_durable(name), stream=m.ASYNC_STREAM)
+            self.subs.append(sub)
+            self._loop_tasks.append(
+                asyncio.create_task(self._pull_loop(Puller(sub), lane), name=f"lane {name}")
+            )
+        # calls queued on mxt.async.<function> before lanes: each to the lane it names
+        legacy = await self.js.pull_subscribe_bind(m.WORKER_DURABLE, stream=m.ASYNC_STREAM)
+        self.subs.append(legacy)
+        self._loop_tasks.append(
+            asyncio.create_task(self._pull_loop(Puller(legacy), None), name="lane (legacy)")
+        )
 
     async def stop(self) -> None:
         """Stop pulling, let calls in flight finish (bounded), then close."""
         self.stopping = True
-        if self._loop_task is not None:
-            self._loop_task.cancel()
-            await asyncio.gather(self._loop_task, return_exceptions=True)
+        for loop_task in self._loop_tasks:
+            loop_task.cancel()
+        await asyncio.gather(*self._loop_tasks, return_exceptions=True)
+        for lane in self.lanes.values():
+            # held calls go back at once rather than after their ack wait
+            while lane.held:
+                _, msg, progress = lane.held.popleft()
+                progress.cancel()
+                with contextlib.suppress(Exception):
+                    await msg.nak()
         if self.inflight:
             await asyncio.wait(self.inflight, timeout=DRAIN_TIMEOUT)
         for task in self.inflight:
             task.cancel()
         await asyncio.gather(*self.inflight, return_exceptions=True)
-        with contextlib.suppress(Exception):
-            await self.sub.unsubscribe()
+        for sub in self.subs:
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
         if self.session is not None:
             await self.session.close()
         if self.callback_session is not None:
             await self.callback_session.close()
 
-    async def _pull_loop(self) -> None:
-        limit = self.settings.worker_concurrency
+    async def _pull_loop(self, puller: Puller, lane: Lane | None) -> None:
+        """Pull one consumer while its lane has room (``None``: the consumer from before
+        lanes, whose calls go to the lane their headers name, as long as ``public`` has room)."""
+        gauge = lane or self.lanes["public"]
         while not self.stopping:
-            free = limit - len(self.inflight)
+            free = gauge.room()
             if free <= 0:
-                self._slot_freed.clear()
-                await self._slot_freed.wait()
+                gauge.changed.clear()
+                await gauge.changed.wait()
                 continue
             try:
-                batch = await self.puller.fetch(min(free, 128))
+                batch = await puller.fetch(min(free, 128))
             except ConnectionClosedError:
                 return
             except Exception:  # noqa: BLE001 - NATS reconnecting: try again shortly
@@ -210,15 +263,48 @@ class QueueWorker:
                 await asyncio.sleep(0.5)
                 continue
             for msg in batch:
-                task = asyncio.create_task(self.process(msg))
-                self.inflight.add(task)
-                task.add_done_callback(self._done)
+                self._admit(lane or self.lanes[_legacy_lane(msg)], function_of(msg.subject), msg)
 
-    def _done(self, task: asyncio.Task[None]) -> None:
+    def _admit(self, lane: Lane, function: str, msg: Msg) -> None:
+        """Start the call now, or hold it (kept from redelivery) for its function's slot."""
+        if lane.may_start(function):
+            self._start(lane, function, msg)
+        else:
+            lane.held.append((function, msg, asyncio.create_task(keep_alive(msg))))
+
+    def _start(self, lane: Lane, function: str, msg: Msg) -> None:
+        lane.active += 1
+        lane.running[function] = lane.running.get(function, 0) + 1
+        task = asyncio.create_task(self.process(msg))
+        self.inflight.add(task)
+        task.add_done_callback(lambda t: self._done(t, lane, function))
+
+    def _done(self, task: asyncio.Task[None], lane: Lane, function: str) -> None:
         self.inflight.discard(task)
-        self._slot_freed.set()
+        lane.active -= 1
+        left = lane.running[function] - 1
+        if left:
+            lane.running[function] = left
+        else:
+            del lane.running[function]
+        if lane.held and not self.stopping:
+            self._release(lane)
+        lane.changed.set()
         if not task.cancelled() and task.exception() is not None:
             log.error("async call failed in the worker: %r", task.exception())
+
+    def _release(self, lane: Lane) -> None:
+        """Start held calls, oldest first, whose function has a slot again."""
+        kept: deque[tuple[str, Msg, asyncio.Task[None]]] = deque()
+        while lane.held and lane.active < lane.slots:
+            function, msg, progress = lane.held.popleft()
+            if lane.may_start(function):
+                progress.cancel()
+                self._start(lane, function, msg)
+            else:
+                kept.append((function, msg, progress))
+        kept.extend(lane.held)
+        lane.held = kept
 
     async def process(self, msg: Msg) -> None:
         """Run one delivery of a call and settle it (ack, nak with delay, or dead letter)."""
@@ -449,6 +535,15 @@ class QueueWorker:
                 continue
         log.error("callback of call %s to %s failed: %s", call.call_id, call.callback_url, failure)
         return False
+
+
+def _legacy_lane(msg: Msg) -> str:
+    """The lane of a call queued before lanes: the one its headers name (``public`` when
+    unreadable: the worker then terminates it)."""
+    try:
+        return lane_of(m.AsyncCall.from_bytes(msg.data).headers)
+    except ValidationError:
+        return "public"
 
 
 def call_url(base: str, call: m.AsyncCall) -> URL:

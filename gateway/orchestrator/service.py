@@ -385,9 +385,10 @@ class Orchestrator:
             "caldb": {c: context.caldb[c] for c in node.caldb if c in context.caldb},
         }
         call_id = task_call_id(run_id, brick, attempt)
-        await self.gateway.invoke_async(
-            node.function, body, call_id, {"X-Mxt-Run-Id": run_id, "X-Mxt-Task-Id": task_id}
-        )
+        # ToO brick calls run in a lane of their own (gateway/lanes.py)
+        priority = context.run.programme.lower()
+        headers = {"X-Mxt-Run-Id": run_id, "X-Mxt-Task-Id": task_id, "X-Mxt-Priority": priority}
+        await self.gateway.invoke_async(node.function, body, call_id, headers)
         # debug only: the task event says it, and each log line costs the hop a record
         log.debug(
             "brick %s dispatched as call %s",
