@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import os
+import sys
+import threading
 from collections.abc import AsyncIterator
 from functools import cache
 from typing import Any, Literal
@@ -17,7 +19,7 @@ import orjson
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
-from bricks.errors import BadInput
+from bricks.errors import BadInput, MxtError, Transient
 from gateway.events import EventPublisher
 from gateway.messages import CallCompleted
 from gateway.orchestrator import service, views
@@ -33,6 +35,11 @@ FOLLOW_POLL_SECONDS = 0.25
 @cache
 def orchestrator() -> service.Orchestrator:
     """The process's orchestrator, with clients built from the settings once."""
+    return build_orchestrator()
+
+
+def build_orchestrator() -> service.Orchestrator:
+    """An orchestrator with clients of its own, built from the settings."""
     from gateway.auth import platform_headers, read_platform_token
     from storage.settings import get_settings
 
@@ -46,13 +53,78 @@ def orchestrator() -> service.Orchestrator:
     return service.Orchestrator(gateway=dispatcher, events=EventPublisher(nats_url))
 
 
-def warm_up() -> None:
+def warm_up(watchdog: bool = True) -> None:
     """Import at process start what the first run would wait for (the bricks' declarations,
-    the database layer), so that the first completion is handled as fast as the others."""
+    the database layer), so that the first completion is handled as fast as the others;
+    and start this process's stall watchdog (:func:`start_watchdog`)."""
     from bricks.registry import all_bricks
 
     all_bricks()
     orchestrator()
+    if watchdog:
+        start_watchdog()
+
+
+#: default of ``MXT_TASK_STALL_SECONDS``: longer than any brick's ``exec_timeout``
+TASK_STALL_SECONDS = 300.0
+_WATCHDOG: list[threading.Thread] = []
+
+
+def stall_seconds() -> float:
+    """``MXT_TASK_STALL_SECONDS``: how long a dispatched task may show no progress."""
+    raw = os.environ.get("MXT_TASK_STALL_SECONDS", "")
+    try:
+        value = float(raw) if raw else TASK_STALL_SECONDS
+    except ValueError:
+        raise ValueError(f"MXT_TASK_STALL_SECONDS={raw!r} is not a number of seconds") from None
+    if value <= 0:
+        raise ValueError(f"MXT_TASK_STALL_SECONDS={raw!r} must be positive")
+    return value
+
+
+def start_watchdog() -> threading.Thread | None:
+    """Start the stall watchdog of this process (once): a daemon thread sweeping
+    (``Orchestrator.sweep_stalled``) every quarter of ``MXT_TASK_STALL_SECONDS`` (at
+    most every minute), with its own event loop and NATS connections.
+
+    Every process that warms the orchestrator up (``orchestrator``,
+    ``orchestrator-advance``, ``orchestrator-raw-arrived``: ``scale.min`` 1) runs
+    one; their sweeps are idempotent compare-and-sets. Only a function process
+    (``python -m gateway.runtime``) starts one; ``MXT_TASK_WATCHDOG=off`` disables it.
+    """
+    if os.environ.get("MXT_TASK_WATCHDOG", "on").lower() in ("off", "0", "false", "no"):
+        return None
+    main = getattr(sys.modules.get("__main__"), "__spec__", None)
+    if getattr(main, "name", "") != "gateway.runtime.__main__":
+        return None  # only a function process sweeps, never a test or a script importing us
+    if _WATCHDOG and _WATCHDOG[0].is_alive():
+        return _WATCHDOG[0]
+    stall = stall_seconds()
+    thread = threading.Thread(
+        target=lambda: asyncio.run(_watch(stall)), name="mxt-stall-watchdog", daemon=True
+    )
+    _WATCHDOG[:] = [thread]
+    thread.start()
+    return thread
+
+
+async def _watch(stall: float) -> None:
+    import logging
+
+    from storage.settings import get_settings
+
+    log = logging.getLogger("mxt.orchestrator.watchdog")
+    period = min(max(stall / 4, 0.5), 60.0)
+    mine = build_orchestrator()  # the thread's own loop: its own clients
+    calls = QueueDispatcher(get_settings().nats_url or "nats://127.0.0.1:4222")
+    while True:
+        await asyncio.sleep(period)
+        try:
+            done = await mine.sweep_stalled(stall, calls)
+            if done:
+                log.warning("stall watchdog: %s", done)
+        except Exception:  # the watchdog outlives any one failed pass
+            log.exception("stall watchdog pass failed")
 
 
 def json_response(payload: Any, status: int = 200) -> Response:
@@ -223,18 +295,36 @@ async def raw_arrived(event: dict[str, Any]) -> Response:
     if not isinstance(records, list):
         raise BadInput("event has no Records list (expected MinIO's object-created shape)")
     started = []
+    refused = []
     for record in records:
         try:
             bucket = record["s3"]["bucket"]["name"]
             key = unquote(record["s3"]["object"]["key"])
         except (KeyError, TypeError):
             raise BadInput("event record lacks s3.bucket.name or s3.object.key") from None
-        if bucket != RAW_BUCKET or not key.lower().endswith((".fits", ".fit", ".fits.gz")):
+        if bucket != RAW_BUCKET:
             continue
-        start = service.StartRun(raw_key=f"{bucket}/{key}", run_id=arrival_run_id(record))
-        run = await orchestrator().start_run(start)
+        run_id = arrival_run_id(record)
+        raw_key = f"{bucket}/{key}"
+        if not key.lower().endswith((".fits", ".fit", ".fits.gz")):
+            # every object landing in raw is an arrival: a refused one is a failed run
+            await orchestrator().reject_arrival(
+                run_id, raw_key, "not a FITS file (its name ends neither .fits, .fit nor .fits.gz)"
+            )
+            refused.append(run_id)
+            continue
+        try:
+            run = await orchestrator().start_run(service.StartRun(raw_key=raw_key, run_id=run_id))
+        except Transient:
+            raise  # retried by the queue; a repeated start resumes what it began
+        except MxtError as exc:
+            # not FITS, an OBS_ID taken by another file, a broken programme: a failed
+            # run with the reason on the runs API, not only a status in a KV bucket
+            await orchestrator().reject_arrival(run_id, raw_key, exc.reason)
+            refused.append(run_id)
+            continue
         started.append(run["run_id"])
-    return JSONResponse({"started": started})
+    return JSONResponse({"started": started, "refused": refused})
 
 
 def arrival_run_id(record: dict[str, Any]) -> str:

@@ -8,6 +8,7 @@ a completion message or a log line tells which run and task it belongs to.
 
 from __future__ import annotations
 
+import asyncio
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -159,17 +160,52 @@ class QueueDispatcher:
         self._nc: Any = None
         self._js: Any = None
         self._calls: Any = None
+        self._lock: asyncio.Lock | None = None
 
     async def _queue(self) -> tuple[Any, Any]:
+        """The JetStream context and call store, connected once.
+
+        Race-free: concurrent first calls wait for the one that connects, and the
+        attributes are set together only once the connection, the JetStream context
+        and the status bucket are all ready (a half-initialised dispatcher used to
+        fail the dispatch of a task it had just claimed).
+        """
         from gateway import messages as m
         from gateway.calls import CallStore
         from gateway.natsconn import connect
 
-        if self._nc is None or self._nc.is_closed:
-            self._nc = await connect(self.nats_url, reconnect_time_wait=0.2)
-            self._js = self._nc.jetstream()
-            self._calls = CallStore(await self._js.key_value(m.STATUS_BUCKET))
+        ready = self._nc is not None and not self._nc.is_closed and self._calls is not None
+        if ready:
+            return self._js, self._calls
+        if self._lock is None:
+            self._lock = asyncio.Lock()
+        async with self._lock:
+            if self._nc is None or self._nc.is_closed or self._calls is None:
+                nc = await connect(self.nats_url, reconnect_time_wait=0.2)
+                try:
+                    js = nc.jetstream()
+                    calls = CallStore(await js.key_value(m.STATUS_BUCKET))
+                except BaseException:
+                    await nc.close()
+                    raise
+                self._js, self._calls, self._nc = js, calls, nc
         return self._js, self._calls
+
+    async def call_status(self, call_id: str) -> Any:
+        """The call's ``CallStatus`` in ``MXT_CALL_STATUS``; None when unknown (lost).
+
+        Raises
+        ------
+        Transient
+            NATS is unreachable.
+        """
+        from nats.errors import Error as NatsError
+
+        try:
+            _, calls = await self._queue()
+            return await calls.get(call_id)
+        except (NatsError, OSError, TimeoutError) as exc:
+            raise Transient(f"cannot read the status of call {call_id}: {exc}") from exc
 
     async def invoke_async(
         self, function: str, body: dict[str, Any], call_id: str, headers: dict[str, str]

@@ -151,6 +151,73 @@ def claim(db: Session, run_id: str, bricks: list[str]) -> list[str]:
     return won
 
 
+def unclaim(db: Session, run_id: str, brick: str) -> bool:
+    """Undo :func:`claim` (``dispatched → pending``) of a brick whose call was not queued.
+
+    Only a first attempt this caller claimed is undone (the compare-and-set names its
+    call id), so that the next delivery of the event, or the stall watchdog, claims and
+    dispatches it again: no task stays ``dispatched`` with no call in flight.
+    """
+    return (
+        db.execute(
+            sa.update(st.Task)
+            .where(
+                st.Task.task_id == st.task_id_of(run_id, brick),
+                st.Task.state == "dispatched",
+                st.Task.attempts == 1,
+                st.Task.call_id == task_call_id(run_id, brick, 1),
+            )
+            .values(state="pending", attempts=0, call_id=None, started_at=None)
+            .execution_options(synchronize_session=False)
+        ).rowcount
+        == 1
+    )
+
+
+@dataclass(frozen=True)
+class StalledTask:
+    """A dispatched task of a running run whose current attempt started before a cutoff."""
+
+    run_id: str
+    brick: str
+    attempt: int
+    call_id: str | None
+
+
+def stalled_tasks(db: Session, cutoff: datetime, limit: int = 500) -> list[StalledTask]:
+    """Dispatched tasks of running runs whose current attempt was dispatched before ``cutoff``."""
+    rows = db.execute(
+        sa.select(st.Task.run_id, st.Task.brick, st.Task.attempts, st.Task.call_id)
+        .join(st.Run, st.Run.run_id == st.Task.run_id)
+        .where(
+            st.Run.state == "running",
+            st.Task.state == "dispatched",
+            sa.or_(st.Task.started_at.is_(None), st.Task.started_at < cutoff),
+        )
+        .order_by(st.Task.id)
+        .limit(limit)
+    )
+    return [StalledTask(r, b, a, c) for r, b, a, c in rows]
+
+
+def idle_running_runs(db: Session, cutoff: datetime, limit: int = 500) -> list[str]:
+    """Running runs started before ``cutoff`` with no task dispatched (none in flight)."""
+    busy = sa.select(st.Task.id).where(
+        st.Task.run_id == st.Run.run_id, st.Task.state.in_(("dispatched", "running"))
+    )
+    rows = db.scalars(
+        sa.select(st.Run.run_id)
+        .where(
+            st.Run.state == "running",
+            sa.or_(st.Run.started_at.is_(None), st.Run.started_at < cutoff),
+            ~busy.exists(),
+        )
+        .order_by(st.Run.id)
+        .limit(limit)
+    )
+    return list(rows)
+
+
 def retry_task(db: Session, task_id: str, attempt: int, reason: str) -> bool:
     """Move a dispatched task from ``attempt`` to the next; True for the one caller that does."""
     run_id, _, brick = task_id.rpartition(".")
@@ -163,7 +230,11 @@ def retry_task(db: Session, task_id: str, attempt: int, reason: str) -> bool:
                 st.Task.attempts == attempt,
             )
             .values(
-                attempts=attempt + 1, call_id=task_call_id(run_id, brick, attempt + 1), error=reason
+                attempts=attempt + 1,
+                call_id=task_call_id(run_id, brick, attempt + 1),
+                error=reason,
+                # the clock of the stall watchdog: the current attempt's dispatch
+                started_at=datetime.now(UTC),
             )
             .execution_options(synchronize_session=False)
         ).rowcount

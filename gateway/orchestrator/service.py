@@ -50,6 +50,12 @@ from storage import configdb, missiondb
 
 log = logging.getLogger("mxt.orchestrator")
 
+#: seconds between the tries of queueing one brick call that NATS refused for now
+DISPATCH_RETRY_DELAYS = (0.2, 1.0)
+#: attempts a stalled task may be given beyond the programme's ``retries`` (a lost
+#: dispatch is not the brick's failure); then the watchdog fails it with the reason
+STALL_EXTRA_ATTEMPTS = 2
+
 Overrides = dict[str, dict[str, Any]]
 
 
@@ -218,6 +224,9 @@ class Orchestrator:
             Unreadable raw file, unknown programme or version, invalid overrides.
         """
         if request.run_id is not None and records.run_exists(request.run_id):
+            # a repeated event-driven start: re-dispatch what is missing (a claim undone,
+            # a dispatch lost), never just answer with a run that may have stalled
+            await self.resume(request.run_id)
             return views.run_view(request.run_id)
         observation = read_raw_observation(self._store(), request.raw_key)
         programme = request.programme or programme_for_header(observation.program)
@@ -271,6 +280,15 @@ class Orchestrator:
         )
         try:
             await self.dispatch_ready(run_id, dag)
+        except Transient:
+            if request.run_id is not None:
+                # an event-driven start: its claims are undone and the run stays
+                # running; the event's redelivery (a repeated start resumes the run)
+                # or the stall watchdog dispatches them again
+                raise
+            await self._end_run(
+                run_id, "failed", "dispatch of the first bricks failed: NATS refused", "skipped"
+            )
         except MxtError as exc:
             await self._end_run(
                 run_id, "failed", f"dispatch of the first bricks failed: {exc.reason}", "skipped"
@@ -303,6 +321,167 @@ class Orchestrator:
             )
         )
 
+    async def resume(self, run_id: str) -> None:
+        """Dispatch what a running run misses: ready tasks still pending (a claim undone)
+        or dispatched (sent again under the same call id, which the queue dedupes); end
+        the run when every task has ended but the run was not closed."""
+        dag = run_dag(run_id)
+        if dag is None:
+            return
+        if await self.dispatch_ready(run_id, dag, heal=True):
+            await self._finish_if_done(run_id)
+
+    async def reject_arrival(
+        self, run_id: str, raw_key: str, reason: str, programme: str | None = None
+    ) -> dict[str, Any]:
+        """Record a refused raw arrival as a failed run with its reason (no tasks).
+
+        An event-driven start that cannot become a run (not a FITS file, an OBS_ID
+        taken by another file, a broken programme) is listed on the runs API like any
+        other failed run, under the arrival's own run id (a repeated event: one run).
+        The run's programme is the file's when its header said it, else ``GP``.
+        """
+        obs_id = None
+        try:
+            observation = read_raw_observation(self._store(), raw_key)
+            programme = programme or programme_for_header(observation.program)
+            with st.session() as db:
+                missiondb.get_observation(db, observation.obs_id)
+            obs_id = observation.obs_id
+        except MxtError:
+            pass
+        reason = f"arrival of {raw_key} refused: {reason}"
+        with records.transaction() as db:
+            run, created = missiondb.create_run(
+                db,
+                missiondb.RunSpec(
+                    run_id=run_id, obs_id=obs_id, programme=programme or "GP", bricks=[]
+                ),
+            )
+            won = missiondb.transition_run(db, run_id, ["pending"], "failed", reason)
+        if won:
+            log.error("run failed: %s", reason, extra={"run_id": run_id})
+            await self.events.publish(
+                RunStateChanged(
+                    run_id=run_id,
+                    programme=run.programme,
+                    state="failed",
+                    reason=reason,
+                    obs_id=obs_id,
+                )
+            )
+        return views.run_view(run_id)
+
+    # --------------------------------------------------------------- watchdog
+
+    async def sweep_stalled(self, stall_seconds: float, calls: Any = None) -> dict[str, str]:
+        """The stall watchdog's pass: no running run may stay without work in flight.
+
+        Every task ``dispatched`` longer than ``stall_seconds`` ago has its call looked
+        up in ``MXT_CALL_STATUS`` (``calls.call_status``): queued or running, it is in
+        flight and left to the queue (its timeouts and redelivery); unknown (lost), or
+        finished that long ago without its completion handled, the task is dispatched
+        again as its next attempt, or failed with the reason once it has had
+        ``retries + STALL_EXTRA_ATTEMPTS`` attempts. A run with no task in flight is
+        resumed (:meth:`resume`). Every change is a compare-and-set: several replicas
+        sweeping at once act once.
+
+        Returns
+        -------
+        dict
+            What was done, by task id or run id (for logs and tests).
+        """
+        import time as _time
+        from datetime import timedelta
+
+        calls = calls or self.gateway
+        cutoff = datetime.now(UTC) - timedelta(seconds=stall_seconds)
+        with st.session() as db:
+            stalled = records.stalled_tasks(db, cutoff)
+            idle = records.idle_running_runs(db, cutoff)
+        done: dict[str, str] = {}
+        for task in stalled:
+            key = st.task_id_of(task.run_id, task.brick)
+            try:
+                dag = run_dag(task.run_id)
+                if dag is None or task.brick not in dag.nodes:
+                    continue
+                call_id = task.call_id or task_call_id(task.run_id, task.brick, task.attempt)
+                status = await calls.call_status(call_id)
+                if status is not None and status.state in ("queued", "running"):
+                    continue
+                if status is not None and _time.time() - status.updated_at < stall_seconds:
+                    continue  # just finished: its completion is on its way
+                if status is not None and status.state != "succeeded":
+                    completed = CallCompleted(
+                        call_id=call_id,
+                        function=status.function,
+                        state=status.state,
+                        status_code=status.status_code,
+                        attempts=status.attempts,
+                        duration=status.duration or 0.0,
+                        error=status.last_error,
+                    )
+                    done[key] = await self._task_failed(
+                        task.run_id, task.brick, task.attempt, completed, dag
+                    )
+                    continue
+                what = (
+                    "lost (unknown to MXT_CALL_STATUS)"
+                    if status is None
+                    else ("succeeded but its completion was never handled")
+                )
+                done[key] = await self._rescue(
+                    task, dag, f"no progress in {stall_seconds:g} s: call {call_id} {what}"
+                )
+            except MxtError as exc:
+                log.warning("watchdog: task %s not rescued now: %s", key, exc.reason)
+        for run_id in idle:
+            try:
+                await self.resume(run_id)
+                done.setdefault(run_id, "resumed")
+            except MxtError as exc:
+                log.warning("watchdog: run %s not resumed now: %s", run_id, exc.reason)
+        return done
+
+    async def _rescue(self, task: records.StalledTask, dag: Dag, reason: str) -> str:
+        """Dispatch a stalled task's next attempt, or fail it when it has had enough."""
+        task_id = st.task_id_of(task.run_id, task.brick)
+        if task.attempt <= dag.parameters.retries + STALL_EXTRA_ATTEMPTS:
+            with records.transaction() as db:
+                won = records.retry_task(db, task_id, task.attempt, reason)
+            if not won:
+                return "ignored"
+            log.warning(
+                "brick %s: %s; dispatching attempt %d",
+                task.brick,
+                reason,
+                task.attempt + 1,
+                extra={"run_id": task.run_id, "task_id": task_id},
+            )
+            await self._dispatch(
+                records.load_context(task.run_id), dag, task.brick, task.attempt + 1
+            )
+            return "redispatched"
+        with records.transaction() as db:
+            won = records.finish_task(db, task_id, task.attempt, "failed", reason)
+        if not won:
+            return "ignored"
+        log.error("brick %s failed: %s", task.brick, reason, extra={"run_id": task.run_id})
+        await self.events.publish(
+            TaskStateChanged(
+                run_id=task.run_id,
+                task=task.brick,
+                state="failed",
+                attempt=task.attempt,
+                reason=reason,
+            )
+        )
+        await self._end_run(
+            task.run_id, "failed", f"brick {task.brick} failed: {reason}", "skipped"
+        )
+        return "failed"
+
     # --------------------------------------------------------------- dispatch
 
     async def dispatch_ready(self, run_id: str, dag: Dag, heal: bool = False) -> bool:
@@ -332,12 +511,24 @@ class Orchestrator:
                 for brick in runnable
                 if brick in won or (heal and tasks[brick].state == "dispatched")
             ]
-            await asyncio.gather(
+            results = await asyncio.gather(
                 *(
                     self._dispatch(context, dag, brick, max(tasks[brick].attempts, 1))
                     for brick in claimed
-                )
+                ),
+                return_exceptions=True,
             )
+            failures = [
+                (brick, exc) for brick, exc in zip(claimed, results, strict=True) if exc is not None
+            ]
+            if failures:
+                # a claim whose call is not queued is undone: the task goes back to
+                # pending, for the next delivery of the event or the stall watchdog
+                with records.transaction() as db:
+                    for brick, _ in failures:
+                        if brick in won:
+                            records.unclaim(db, run_id, brick)
+                raise failures[0][1]
             if not skipped:
                 return all(t.state in st.TERMINAL_TASK_STATES for t in tasks.values())
 
@@ -385,10 +576,24 @@ class Orchestrator:
             "caldb": {c: context.caldb[c] for c in node.caldb if c in context.caldb},
         }
         call_id = task_call_id(run_id, brick, attempt)
-        # ToO brick calls run in a lane of their own (gateway/lanes.py)
-        priority = context.run.programme.lower()
-        headers = {"X-Mxt-Run-Id": run_id, "X-Mxt-Task-Id": task_id, "X-Mxt-Priority": priority}
-        await self.gateway.invoke_async(node.function, body, call_id, headers)
+        headers = {"X-Mxt-Run-Id": run_id, "X-Mxt-Task-Id": task_id}
+        headers["X-Mxt-Priority"] = context.run.programme.lower()  # ToO: its own lane
+        for delay in (*DISPATCH_RETRY_DELAYS, None):
+            try:
+                await self.gateway.invoke_async(node.function, body, call_id, headers)
+                break
+            except Transient as exc:
+                if delay is None:
+                    raise
+                log.warning(
+                    "brick %s: call %s not queued (%s); again in %.1f s",
+                    brick,
+                    call_id,
+                    exc.reason,
+                    delay,
+                    extra={"run_id": run_id, "task_id": task_id},
+                )
+                await asyncio.sleep(delay)
         # debug only: the task event says it, and each log line costs the hop a record
         log.debug(
             "brick %s dispatched as call %s",
