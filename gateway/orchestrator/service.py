@@ -181,7 +181,8 @@ def run_dag(run_id: str) -> Dag | None:
                 return None
             configuration = (found[0], found[1])
             while len(_RUN_CONFIGURATIONS) >= RUN_CONFIGURATIONS_KEPT:
-                del _RUN_CONFIGURATIONS[next(iter(_RUN_CONFIGURATIONS))]
+                # the stall watchdog's thread shares this cache: evict without KeyError
+                _RUN_CONFIGURATIONS.pop(next(iter(_RUN_CONFIGURATIONS.copy())), None)
             _RUN_CONFIGURATIONS[run_id] = configuration
         dag, _ = load_dag(db, *configuration)
     return dag
