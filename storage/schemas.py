@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+import re
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
+from bricks.errors import BadInput
+
+IDENTIFIER_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]*$"
+IDENTIFIER_MAX_LENGTH = 128
 #: a caller-chosen identifier (obs_id, run_id, task_id, call_id)
 Identifier = Annotated[
-    str, StringConstraints(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]*$")
+    str,
+    StringConstraints(min_length=1, max_length=IDENTIFIER_MAX_LENGTH, pattern=IDENTIFIER_PATTERN),
 ]
+_IDENTIFIER = re.compile(IDENTIFIER_PATTERN)
 Sha256 = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
 #: PostgreSQL text cannot hold NUL characters: refused up front, never a 500 at insert
 _NO_NUL = r"^[^\x00]*$"
@@ -23,6 +30,21 @@ Limit = Annotated[int, Field(ge=1, le=1000)]
 Version = Annotated[int, Field(ge=1, le=2**31 - 1)]
 #: a row id to continue a listing after (a BIGINT column)
 RowId = Annotated[int, Field(ge=0, le=2**63 - 1)]
+
+
+def identifier(value: Any, what: str) -> str:
+    """``value`` if it is an :data:`Identifier`; ``BadInput`` (400) naming ``what`` otherwise.
+
+    For identifiers read from data rather than from a request model (a FITS header's
+    ``OBS_ID``): a path like ``../../x`` or a quote is the sender's error, never a 500.
+    """
+    text = str(value)
+    if len(text) > IDENTIFIER_MAX_LENGTH or not _IDENTIFIER.fullmatch(text):
+        raise BadInput(
+            f"{what} {text[:IDENTIFIER_MAX_LENGTH]!r} is not an identifier: 1 to "
+            f"{IDENTIFIER_MAX_LENGTH} letters, digits and . _ : -, starting with a letter or digit"
+        )
+    return text
 
 
 class StrictModel(BaseModel):
