@@ -6,10 +6,12 @@ same for 10⁴ or 10⁷ events.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from bricks.errors import BadInput, NotFound
+from storage.schemas import identifier
 
 RAW_BUCKET = "raw"
 #: FITS blocks fetched to find the primary header's END card (36 cards per block)
@@ -51,7 +53,8 @@ def read_raw_observation(store: Any, raw_key: str) -> RawObservation:
     NotFound
         No such object in the raw bucket.
     BadInput
-        Not a FITS file, or a header keyword the run needs is missing (named).
+        Not a FITS file, a header keyword the run needs is missing (named), or
+        ``OBS_ID``/``BURST_ID`` is not an identifier (``../../x``, a quote).
     """
     from astropy.io import fits
 
@@ -71,18 +74,20 @@ def read_raw_observation(store: Any, raw_key: str) -> RawObservation:
     return RawObservation(
         ref=f"{bucket}/{key}",
         sha256=info.sha256,
-        obs_id=str(header["OBS_ID"]),
+        obs_id=identifier(header["OBS_ID"], f"raw file {bucket}/{key}: OBS_ID"),
         program=str(header["PROGRAM"]),
         date_obs=str(header["DATE-OBS"]),
         tstart=float(header["TSTART"]),
         object_name=_optional(header, "OBJECT", str),
         ra=_optional(header, "RA_OBJ", float),
         dec=_optional(header, "DEC_OBJ", float),
-        burst_id=_optional(header, "BURST_ID", str),
+        burst_id=_optional(
+            header, "BURST_ID", lambda v: identifier(v, f"raw file {bucket}/{key}: BURST_ID")
+        ),
     )
 
 
-def _optional(header: Any, keyword: str, kind: type) -> Any:
+def _optional(header: Any, keyword: str, kind: Callable[[Any], Any]) -> Any:
     value = header.get(keyword)
     return None if value is None or value == "" else kind(value)
 
