@@ -14,7 +14,23 @@ import pytest
 from local.chainkit import prepare_data_dir, stack_subset
 from local.stack import EmbeddedStack
 from storage.events import publish_object_created
-from tests.chains.conftest import RunsClient, local_store, observation_factory  # noqa: F401
+from tests.chains.conftest import RunsClient, local_store
+
+
+@pytest.fixture(scope="session")
+def observation_factory() -> Any:
+    """``make(obs_id, program, seed) -> (l0, truth)``: a 300 s afterglow observation (a
+    few hundred events: the operations tests run dozens of chains at once)."""
+    import uuid
+
+    from bricks.simulate import simulate
+    from local.chainkit import afterglow_scene
+
+    def make(obs_id: str | None = None, program: str = "TargetOfOpportunity-Nom", seed: int = 3):
+        scene = afterglow_scene(obs_id or f"t{uuid.uuid4().hex[:10]}", program, seed, 300.0)
+        return simulate(scene)
+
+    return make
 
 
 def fresh_stack(root: Path, **env: str) -> EmbeddedStack:

@@ -90,3 +90,33 @@ def test_refused_arrivals_are_failed_runs_with_their_reason(cold_stack: Any) -> 
         assert why in run["reason"]
         # on the run's own page too, with no task left open
         assert runs.run(run["run_id"])["state"] == "failed"
+
+
+def test_a_repeated_start_redispatches_what_is_missing(
+    cold_stack: Any, observation_factory: Any
+) -> None:
+    """As found: a retried arrival returned the existing run without re-dispatching.
+
+    The first dispatch is lost for real (its call id already taken in
+    ``MXT_CALL_STATUS``, so the queue drops it; then that status is deleted); the
+    stall watchdog is 300 s away here, so only the repeated start can rescue the run.
+    """
+    import asyncio
+    import secrets
+
+    from tests.operations.test_watchdog import _status_bucket
+
+    runs = RunsClient(cold_stack)
+    l0, _ = observation_factory(seed=8)
+    raw = runs.upload_raw(l0, l0[0].header["OBS_ID"])
+    run_id = f"r-again-{secrets.token_hex(3)}"
+    lost = f"{run_id}_ingest_1"
+    asyncio.run(_status_bucket(cold_stack.nats_url, "take", lost))
+    first = runs.started(raw, run_id=run_id)
+    asyncio.run(_status_bucket(cold_stack.nats_url, "delete", lost))
+    assert first["state"] == "running"
+    again = runs.started(raw, run_id=run_id)  # the same event delivered again
+    assert again["run_id"] == run_id
+    run = runs.wait(run_id, timeout=60)
+    print(f"repeated start after a lost dispatch: run {run['state']}")
+    assert run["state"] == "succeeded", run
