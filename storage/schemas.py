@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
 from bricks.errors import BadInput
 
@@ -45,6 +45,23 @@ def identifier(value: Any, what: str) -> str:
             f"{IDENTIFIER_MAX_LENGTH} letters, digits and . _ : -, starting with a letter or digit"
         )
     return text
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def from_data(model: type[M], what: str, **fields: Any) -> M:
+    """``model(**fields)`` for fields read from data (a FITS header), not from a request:
+    ``BadInput`` (400) naming ``what``, the field and the value, never a ``ValidationError``
+    (which the runtime cannot classify: a 500, and retries of the same bad data).
+    """
+    try:
+        return model(**fields)
+    except ValidationError as exc:
+        error = exc.errors(include_url=False)[0]
+        field = ".".join(str(part) for part in error["loc"]) or "value"
+        value = repr(error.get("input"))[:80]
+        raise BadInput(f"{what}: {field} = {value}: {error['msg']}", field=field) from None
 
 
 class StrictModel(BaseModel):

@@ -104,6 +104,56 @@ def test_hostile_burst_id_in_header_is_400_naming_it(
     assert registered(http) == ([], [])
 
 
+#: header values a run start still answers with 500 (records.py builds ObservationSpec
+#: unchecked, raw.py converts with float()): fixed by /tmp/cfgw/issue11-raw-header.patch
+#: for the owner of gateway/orchestrator/ to apply, then these markers go
+_OPEN = pytest.mark.xfail(
+    strict=True, reason="500: gateway/orchestrator records.py/raw.py check no header value"
+)
+#: call ids of those answers: their tracebacks are the known, open cause
+_OPEN_CALLS: set[str] = set()
+
+
+@pytest.mark.parametrize(
+    ("cards", "words"),
+    [
+        pytest.param({"TSTART": "abc"}, ["TSTART", "abc"], marks=_OPEN),
+        pytest.param({"RA_OBJ": "north"}, ["RA_OBJ", "north"], marks=_OPEN),
+        pytest.param({"DEC_OBJ": "nan"}, ["DEC_OBJ", "nan"], marks=_OPEN),
+        pytest.param({"RA_OBJ": 400.0}, ["ra", "400"], marks=_OPEN),
+        pytest.param({"OBJECT": "x" * 300}, ["object_name", "128"], marks=_OPEN),
+    ],
+)
+def test_hostile_header_value_is_400_naming_it(
+    stack: EmbeddedStack, http: httpx.Client, cards: dict[str, Any], words: list[str]
+) -> None:
+    key = put_raw(stack, l0_header_only(f"obs-{uuid.uuid4().hex[:8]}", **cards))
+    answer = http.post("/mxt/runs", json={"raw_key": f"raw/{key}"}, auth=stack.auth)
+    _OPEN_CALLS.add(answer.json().get("call_id", ""))
+    assert_4xx(answer, 400, key, *words)
+
+
+def test_from_data_names_the_field_and_value() -> None:
+    """``storage.schemas.from_data``: a model built from data refuses with 400, not 500."""
+    from bricks.errors import BadInput
+    from storage.missiondb import ObservationSpec
+    from storage.schemas import from_data
+
+    fields = {"obs_id": "o1", "raw_key": "o1/l0.fits"}
+    assert from_data(ObservationSpec, "header", **fields).obs_id == "o1"
+    for bad, words in (
+        ({"ra": float("nan")}, ["ra", "nan"]),
+        ({"dec": 91.0}, ["dec", "91.0"]),
+        ({"object_name": "x" * 300}, ["object_name", "128 characters"]),
+        ({"obs_id": "../../x"}, ["obs_id", "../../x"]),
+    ):
+        with pytest.raises(BadInput) as refused:
+            from_data(ObservationSpec, "raw file raw/o1/l0.fits: header", **{**fields, **bad})
+        assert refused.value.http_status == 400
+        for word in ["raw file raw/o1/l0.fits", *words]:
+            assert word in refused.value.reason, (word, refused.value.reason)
+
+
 def function_log(stack: EmbeddedStack, function: str) -> list[dict[str, Any]]:
     """Every record a function's processes logged, from the gateway's memory
     (``/system/logs``: the log file is flushed up to a second late)."""
@@ -171,13 +221,17 @@ def test_hostile_query_is_a_precise_4xx(
 
 
 def test_no_function_logged_a_traceback(stack: EmbeddedStack, http: httpx.Client) -> None:
-    """Run last in this module: every case above was a refusal, none a crash."""
+    """Run last in this module: every case above was a refusal, none a crash (but the
+    known open ones, marked xfail)."""
     functions = http.get("/system/functions", auth=stack.auth).json()
     names = sorted(f["name"] for f in functions)
     assert "orchestrator" in names and "missiondb-get-observation" in names
     crashed = {}
     for name in names:
-        tracebacks = [r for r in function_log(stack, name) if "traceback" in r]
+        records = function_log(stack, name)
+        tracebacks = [
+            r for r in records if "traceback" in r and r.get("call_id") not in _OPEN_CALLS
+        ]
         if tracebacks:
             crashed[name] = tracebacks[0]["traceback"][-300:]
     assert crashed == {}
