@@ -55,6 +55,9 @@ DISPATCH_RETRY_DELAYS = (0.2, 1.0)
 #: attempts a stalled task may be given beyond the programme's ``retries`` (a lost
 #: dispatch is not the brick's failure); then the watchdog fails it with the reason
 STALL_EXTRA_ATTEMPTS = 2
+#: a call ``queued`` or ``running`` whose status has not changed for this many stall
+#: budgets is taken as lost by the queue (beyond any brick's timeout and redelivery)
+STALL_IN_FLIGHT_FACTOR = 4
 
 Overrides = dict[str, dict[str, Any]]
 
@@ -380,7 +383,8 @@ class Orchestrator:
 
         Every task ``dispatched`` longer than ``stall_seconds`` ago has its call looked
         up in ``MXT_CALL_STATUS`` (``calls.call_status``): queued or running, it is in
-        flight and left to the queue (its timeouts and redelivery); unknown (lost), or
+        flight and left to the queue (its timeouts and redelivery) unless its status
+        has not changed for ``STALL_IN_FLIGHT_FACTOR`` budgets; unknown (lost), or
         finished that long ago without its completion handled, the task is dispatched
         again as its next attempt, or failed with the reason once it has had
         ``retries + STALL_EXTRA_ATTEMPTS`` attempts. A run with no task in flight is
@@ -409,11 +413,13 @@ class Orchestrator:
                     continue
                 call_id = task.call_id or task_call_id(task.run_id, task.brick, task.attempt)
                 status = await calls.call_status(call_id)
-                if status is not None and status.state in ("queued", "running"):
+                in_flight = status is not None and status.state in ("queued", "running")
+                age = _time.time() - status.updated_at if status is not None else 0.0
+                if in_flight and age < STALL_IN_FLIGHT_FACTOR * stall_seconds:
                     continue
-                if status is not None and _time.time() - status.updated_at < stall_seconds:
+                if status is not None and not in_flight and age < stall_seconds:
                     continue  # just finished: its completion is on its way
-                if status is not None and status.state != "succeeded":
+                if status is not None and status.state not in ("succeeded", "queued", "running"):
                     completed = CallCompleted(
                         call_id=call_id,
                         function=status.function,
@@ -421,17 +427,19 @@ class Orchestrator:
                         status_code=status.status_code,
                         attempts=status.attempts,
                         duration=status.duration or 0.0,
-                        error=status.last_error,
+                        error=status.last_error
+                        or f"{status.state} in MXT_CALL_STATUS, its completion never received",
                     )
                     done[key] = await self._task_failed(
                         task.run_id, task.brick, task.attempt, completed, dag
                     )
                     continue
-                what = (
-                    "lost (unknown to MXT_CALL_STATUS)"
-                    if status is None
-                    else ("succeeded but its completion was never handled")
-                )
+                if status is None:
+                    what = "lost (unknown to MXT_CALL_STATUS)"
+                elif in_flight:
+                    what = f"{status.state} without a change for {age:.0f} s (lost by the queue)"
+                else:
+                    what = "succeeded but its completion was never handled"
                 done[key] = await self._rescue(
                     task, dag, f"no progress in {stall_seconds:g} s: call {call_id} {what}"
                 )

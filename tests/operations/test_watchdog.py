@@ -33,12 +33,16 @@ def watched_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Embedded
     stack.stop()
 
 
-async def _status_bucket(nats_url: str, action: str, call_id: str) -> Any:
+async def _status_bucket(
+    nats_url: str, action: str, call_id: str, state: str = "queued", code: int | None = None
+) -> Any:
     nc = await connect(nats_url)
     try:
         kv = await nc.jetstream().key_value(m.STATUS_BUCKET)
         if action == "take":
-            taken = m.CallStatus(call_id=call_id, function="brick-ingest", state="queued")
+            taken = m.CallStatus(
+                call_id=call_id, function="brick-ingest", state=state, status_code=code
+            )
             await kv.create(call_id, taken.to_bytes())
         elif action == "delete":
             await kv.purge(call_id)
@@ -74,3 +78,29 @@ def test_a_lost_dispatch_is_rescued(watched_stack: Any, observation_factory: Any
     assert asyncio.run(_status_bucket(watched_stack.nats_url, "get", f"{run_id}_ingest_2"))
     # the reason of the second attempt stays on the task
     assert "lost" in (ingest.get("error") or ""), ingest
+
+
+@pytest.mark.parametrize(
+    ("state", "code", "why"),
+    [
+        # the message purged from MXT_ASYNC, its status left "queued"
+        ("queued", None, "queued without a change"),
+        # the call failed (503) but its completion never reached the orchestrator
+        ("failed", 503, "completion never received (HTTP 503"),
+    ],
+)
+def test_a_call_stuck_or_finished_unseen_is_rescued(
+    watched_stack: Any, observation_factory: Any, state: str, code: int | None, why: str
+) -> None:
+    runs = RunsClient(watched_stack)
+    l0, _ = observation_factory(seed=9)
+    raw = runs.upload_raw(l0, l0[0].header["OBS_ID"])
+    run_id = f"r-stuck-{secrets.token_hex(3)}"
+    asyncio.run(_status_bucket(watched_stack.nats_url, "take", f"{run_id}_ingest_1", state, code))
+    runs.started(raw, run_id=run_id)  # its ingest call dropped: the id was taken
+
+    run = runs.wait(run_id, timeout=60)
+    ingest = next(t for t in run["tasks"] if t["brick"] == "ingest")
+    print(f"call {state} and never completed: run {run['state']}, ingest {ingest['error']!r}")
+    assert run["state"] == "succeeded", run
+    assert ingest["attempts"] == 2 and why in (ingest["error"] or ""), ingest
