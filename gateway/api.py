@@ -104,7 +104,17 @@ def create_api(platform: Platform) -> Starlette:
         return deployment
 
     async def healthz(request: Request) -> Response:
-        return Response("OK", media_type="text/plain")
+        # 200 "OK" (text, as OpenFaaS) when every dependency is up, or the JSON report
+        # when asked (Accept: application/json); 503 with the report when one is down
+        report = await platform.health.report()
+        healthy = report["status"] == "ok"
+        wanted = "application/json" in request.headers.get("accept", "")
+        if healthy and not wanted:
+            return Response("OK", media_type="text/plain", headers={"Cache-Control": "no-store"})
+        headers = {"Cache-Control": "no-store"}
+        if not healthy:
+            headers["Retry-After"] = "1"
+        return JSONResponse(report, status_code=200 if healthy else 503, headers=headers)
 
     async def info(request: Request) -> JSONResponse:
         release = version("mxt")

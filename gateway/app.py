@@ -32,7 +32,7 @@ from bricks.errors import BadInput
 from gateway import heap
 from gateway.api import create_api, json_object
 from gateway.auth import ANONYMOUS, PLATFORM, PLATFORM_HEADER_BYTES, PRINCIPAL_KEY, Principal
-from gateway.platform import Platform
+from gateway.platform import BUS_RETRY_AFTER, Platform
 from gateway.policy import (
     Level,
     has_control_character,
@@ -209,6 +209,7 @@ class GatewayApp:
         method = scope["method"]
         level = system_level(method, path)
         what = f"{method} {path}"
+        enqueues = level is None  # an async call of a function
         if level is None:  # /async-function/{name}[/...]: the function's own access
             name = path.split("/", 3)[2]
             deployment = self.platform.provider.deployments.get(name)
@@ -218,8 +219,15 @@ class GatewayApp:
             level = deployment.spec.access.level(method)
             what = f"function {name!r}"
         platform = not path.startswith("/system/")
-        if await self.admit(scope, send, level, what, platform) is not None:
-            await self.api(scope, receive, send)
+        if await self.admit(scope, send, level, what, platform) is None:
+            return
+        if enqueues and (down := self.platform.bus_down()) is not None:
+            # refused at once: enqueued now, its status would land after the reconnect
+            # without its message, and a retry with the same X-Call-Id be a "duplicate"
+            retry = [(b"retry-after", str(BUS_RETRY_AFTER).encode())]
+            await send_json(send, 503, error_body("transient", down), retry)
+            return
+        await self.api(scope, receive, send)
 
     async def invoke(self, scope: Scope, receive: Receive, send: Send, rest: str) -> None:
         """``/function/{name}[/{path}]``: forward to a replica."""
@@ -268,6 +276,11 @@ class GatewayApp:
         if method not in SAFE_METHODS and not _json_or_empty(scope):
             reason = "the body of this request must be JSON (Content-Type: application/json)"
             await send_json(send, 415, error_body("bad_input", reason))
+            return
+        if method not in SAFE_METHODS and (down := self.platform.bus_down()) is not None:
+            # a run started now could not be dispatched: refuse it rather than create it failed
+            retry = [(b"retry-after", str(BUS_RETRY_AFTER).encode())]
+            await send_json(send, 503, error_body("transient", down), retry)
             return
         try:
             body = await self._merged_body(scope, receive, match.params)

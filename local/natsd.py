@@ -13,7 +13,9 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from gateway.lifetimes import die_with_parent
@@ -172,11 +174,32 @@ class NatsServer:
             preexec_fn=die_with_parent(signal.SIGTERM),
         )
         try:
-            wait_for_port(self.host, self.port, timeout)
-        except TimeoutError:
+            self._wait_listening(timeout)
+        except (TimeoutError, RuntimeError):
             self.stop()
             raise
         return self
+
+    def _wait_listening(self, timeout: float) -> None:
+        """Wait until the port accepts connections; an early exit of the server is an
+        error (another process on the port would otherwise pass for it)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            assert self.process is not None
+            code = self.process.poll()
+            if code is not None:
+                raise RuntimeError(
+                    f"nats-server exited with status {code} while starting"
+                    f" (see {self.store_dir / 'nats-server.log'})"
+                )
+            try:
+                wait_for_port(self.host, self.port, 0.2)
+                return
+            except TimeoutError:
+                if time.monotonic() > deadline:
+                    raise TimeoutError(
+                        f"nothing listens on {self.host}:{self.port} after {timeout} s"
+                    ) from None
 
     def stop(self, timeout: float = 10.0) -> None:
         """Stop the server gracefully (SIGTERM), then kill it if it lingers."""
@@ -201,3 +224,198 @@ class NatsServer:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+#: First delay before a dead server is started again, in seconds (``MXT_NATS_RESTART_DELAY``).
+RESTART_DELAY = 0.5
+#: The delay doubles at each failed restart up to this (``MXT_NATS_RESTART_MAX_DELAY``).
+RESTART_MAX_DELAY = 10.0
+#: A server that ran this long before dying is restarted after the first delay again.
+STABLE_SECONDS = 30.0
+#: Seconds between two liveness probes of a running server.
+PROBE_PERIOD = 5.0
+#: Seconds a probe waits for the server's ``INFO`` greeting.
+PROBE_TIMEOUT = 3.0
+#: Consecutive failed probes before a server that runs but does not answer is killed.
+PROBE_FAILURES = 3
+#: While this file exists in the store directory a dead server is not started again
+#: (maintenance, or a test that needs the bus down for a while).
+HOLD_FILE = "hold-restart"
+
+
+def answers(host: str, port: int, timeout: float = PROBE_TIMEOUT) -> bool:
+    """Whether a NATS server on ``host:port`` greets a new connection with ``INFO``.
+
+    A stopped (``SIGSTOP``) or wedged server still accepts TCP connections (the kernel
+    does) but sends nothing: only the greeting tells it is alive.
+    """
+    try:
+        with socket.create_connection((host, port), timeout=timeout) as sock:
+            sock.settimeout(timeout)
+            greeting = b""
+            deadline = time.monotonic() + timeout
+            while len(greeting) < 5 and time.monotonic() < deadline:
+                chunk = sock.recv(64)
+                if not chunk:
+                    return False
+                greeting += chunk
+            return greeting.startswith(b"INFO ")
+    except OSError:
+        return False
+
+
+def _describe_exit(code: int) -> str:
+    if code < 0:
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = f"signal {-code}"
+        return f"was killed by {name}"
+    return f"exited with status {code}"
+
+
+class NatsSupervisor:
+    """Keeps a :class:`NatsServer` running, as the provider keeps function replicas.
+
+    A thread of the stack process waits on the server: when it dies it is reaped at
+    once (no zombie) and started again on the same port, store directory and
+    credentials after a delay that doubles at each failed attempt
+    (:data:`RESTART_DELAY` up to :data:`RESTART_MAX_DELAY`, back to the first after
+    :data:`STABLE_SECONDS` of good health). A server that runs but stops greeting
+    clients (:func:`answers`, :data:`PROBE_FAILURES` times in a row) is killed and
+    restarted the same way. Each event is one line on ``log``. JetStream keeps its
+    streams and consumers in the store directory, and every client of the project
+    reconnects forever (``gateway.natsconn``), so work resumes where it was.
+
+    The thread starts the new servers, so their parent-death signal follows it: it
+    lives until :meth:`stop`.
+
+    Parameters
+    ----------
+    server
+        A started server.
+    log
+        Where the event lines go (``stderr`` of the stack: its log).
+    restart_delay, restart_max_delay
+        Seconds; ``MXT_NATS_RESTART_DELAY`` and ``MXT_NATS_RESTART_MAX_DELAY`` (or the
+        defaults) when omitted.
+    probe_period, probe_timeout
+        Seconds between liveness probes, and how long one waits for the greeting.
+    """
+
+    def __init__(
+        self,
+        server: NatsServer,
+        log: Callable[[str], None] | None = None,
+        restart_delay: float | None = None,
+        restart_max_delay: float | None = None,
+        probe_period: float = PROBE_PERIOD,
+        probe_timeout: float = PROBE_TIMEOUT,
+    ) -> None:
+        from storage.settings import positive_env
+
+        self.server = server
+        self.log = log or (lambda line: print(f"mxt: {line}", file=sys.stderr, flush=True))
+        self.restart_delay = restart_delay or float(
+            positive_env("MXT_NATS_RESTART_DELAY", RESTART_DELAY, float)
+        )
+        self.restart_max_delay = max(
+            self.restart_delay,
+            restart_max_delay
+            or float(positive_env("MXT_NATS_RESTART_MAX_DELAY", RESTART_MAX_DELAY, float)),
+        )
+        self.probe_period = probe_period
+        self.probe_timeout = probe_timeout
+        self.restarts = 0
+        self._stopping = threading.Event()
+        self._lock = threading.Lock()  # a restart and stop() never interleave
+        self._thread: threading.Thread | None = None
+
+    @property
+    def hold_path(self) -> Path:
+        """While this file exists, a dead server stays down."""
+        return self.server.store_dir / HOLD_FILE
+
+    def start(self) -> NatsSupervisor:
+        """Watch the server from now on (it must be running)."""
+        if self.server.process is None:
+            raise RuntimeError("start the server before its supervisor")
+        self._thread = threading.Thread(target=self._run, name="nats supervisor", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop supervising and stop the server."""
+        self._stopping.set()
+        with self._lock:
+            self.server.stop(timeout)
+        if self._thread is not None:
+            self._thread.join(timeout)
+            self._thread = None
+
+    def _run(self) -> None:
+        delay = self.restart_delay
+        while not self._stopping.is_set():
+            process = self.server.process
+            if process is None:
+                return
+            since = time.monotonic()
+            code = self._watch(process)
+            if code is None or self._stopping.is_set():
+                return
+            if time.monotonic() - since > STABLE_SECONDS:
+                delay = self.restart_delay
+            self.log(f"nats-server (pid {process.pid}) {_describe_exit(code)}; "
+                     f"restarting in {delay:g} s")  # fmt: skip
+            while not self._stopping.is_set():
+                if self._pause(delay):
+                    return
+                delay = min(delay * 2, self.restart_max_delay)
+                with self._lock:
+                    if self._stopping.is_set():
+                        return
+                    try:
+                        self.server.start()
+                    except Exception as exc:  # noqa: BLE001 - tried again after a delay
+                        self.log(f"nats-server did not start ({exc}); retrying in {delay:g} s")
+                        continue
+                    self.restarts += 1
+                assert self.server.process is not None
+                self.log(f"nats-server restarted (pid {self.server.process.pid}) on "
+                         f"{self.server.host}:{self.server.port}")  # fmt: skip
+                break
+
+    def _watch(self, process: subprocess.Popen[bytes]) -> int | None:
+        """Wait for ``process`` to end (reaping it); its exit status, or ``None`` on stop.
+
+        Probes it every ``probe_period`` seconds and kills it when it stops answering.
+        """
+        failures = 0
+        while True:
+            try:
+                return process.wait(self.probe_period)
+            except subprocess.TimeoutExpired:
+                pass
+            if self._stopping.is_set():
+                return None
+            if answers(self.server.host, self.server.port, self.probe_timeout):
+                failures = 0
+                continue
+            failures += 1
+            if failures >= PROBE_FAILURES and process.poll() is None:
+                self.log(f"nats-server (pid {process.pid}) does not answer "
+                         f"({failures} probes); killing it")  # fmt: skip
+                with contextlib.suppress(OSError):
+                    process.kill()
+
+    def _pause(self, delay: float) -> bool:
+        """Sleep ``delay`` seconds, then as long as the hold file exists; whether stopped."""
+        if self._stopping.wait(delay):
+            return True
+        if self.hold_path.exists():
+            self.log(f"nats-server restart held while {self.hold_path} exists")
+            while self.hold_path.exists():
+                if self._stopping.wait(0.1):
+                    return True
+            self.log("nats-server restart no longer held")
+        return False

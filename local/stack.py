@@ -1,6 +1,7 @@
 """The embedded stack: ``mxt up`` in one process tree, and :class:`EmbeddedStack` for tests.
 
-``run_stack`` starts nats-server from the wheel (unless a NATS URL is given), makes
+``run_stack`` starts nats-server from the wheel (unless a NATS URL is given) and keeps
+it running (``local.natsd.NatsSupervisor``: restarted on the same port when it dies), makes
 the secrets directory and a random admin password on first start, writes a state
 file (``DATA_DIR/mxt-up.json``) for ``mxt down/status/ls``, and serves the gateway,
 the local provider, the queue worker and the topic connector on one port until
@@ -20,6 +21,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -47,7 +49,7 @@ from gateway.natsconn import (
     url_without_credentials,
 )
 from gateway.settings import GatewaySettings
-from local.natsd import NatsServer, free_port
+from local.natsd import NatsServer, NatsSupervisor, free_port
 from storage.settings import default_data_dir
 
 STATE_FILE = "mxt-up.json"
@@ -149,6 +151,8 @@ def run_stack(
         if nats_url
         else NatsServer(data_dir / "nats", password=nats_password, config_dir=secrets_dir).start()
     )
+    # a dead or wedged server is reaped and started again on the same port and store
+    supervisor = NatsSupervisor(nats).start() if nats is not None else None
     gateway_url = f"http://{host}:{port}"
     # the function processes and mounted apps read these from their environment
     os.environ.update(
@@ -200,8 +204,8 @@ def run_stack(
     finally:
         with contextlib.suppress(FileNotFoundError):
             state_path(data_dir).unlink()
-        if nats is not None:
-            nats.stop()
+        if supervisor is not None:
+            supervisor.stop()
         signal.signal(signal.SIGTERM, previous)
 
 
@@ -431,12 +435,25 @@ class EmbeddedStack:
         return found
 
     def healthy(self) -> bool:
-        """Whether the gateway answers ``/healthz``."""
+        """Whether ``/healthz`` answers 200: the gateway, its NATS connection with
+        JetStream, the database and the object store are up (503 otherwise)."""
         try:
             with urllib.request.urlopen(self.url + "/healthz", timeout=1) as resp:
                 return resp.status == 200
-        except OSError:
+        except OSError:  # HTTPError (503) included
             return False
+
+    def health(self) -> tuple[int, dict[str, Any]]:
+        """``GET /healthz`` with ``Accept: application/json``: the status and the report."""
+        request = urllib.request.Request(
+            self.url + "/healthz", headers={"Accept": "application/json"}
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=5) as resp:
+                return resp.status, json.loads(resp.read())
+        except urllib.error.HTTPError as exc:
+            with exc:
+                return exc.code, json.loads(exc.read())
 
     def functions(self) -> list[dict[str, Any]]:
         """``GET /system/functions``."""
