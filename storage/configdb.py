@@ -148,8 +148,9 @@ def check_programme(spec: ConfigSpec, check: ProgrammeCheck, refused: str) -> No
     raise InvalidProgramme(f"{reason}; {refused}", programme=spec.programme) from None
 
 
-def stored_spec(record: ConfigRecord) -> ConfigSpec:
-    """The configuration of a stored version, as a spec (to check it again).
+def stored_spec(record: ConfigRecord, refused: str) -> ConfigSpec:
+    """The configuration of a stored version, as a spec (to check it again); ``refused``
+    as for :func:`check_programme`.
 
     Raises
     ------
@@ -162,7 +163,8 @@ def stored_spec(record: ConfigRecord) -> ConfigSpec:
         )
     except ValidationError as exc:
         raise InvalidProgramme(
-            f"programme {record.programme} version {record.version}: {_first_error(exc)}",
+            f"programme {record.programme} version {record.version}: {_first_error(exc)}; "
+            f"{refused}",
             programme=record.programme,
             version=record.version,
         ) from None

@@ -34,6 +34,6 @@ def handle(request: Activation) -> ConfigRecord:
     with transaction(read_only=True) as session:
         record = get_config(session, request.programme, request.version)
     refused = f"version {request.version} not activated"
-    check_programme(stored_spec(record), build_dag, refused)
+    check_programme(stored_spec(record, refused), build_dag, refused)
     with transaction() as session:
         return activate(session, request.programme, request.version, request.comment)
