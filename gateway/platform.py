@@ -223,7 +223,11 @@ def _directory_check(root: Path) -> dict[str, Any]:
     while not existing.exists() and existing != existing.parent:
         existing = existing.parent
     if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
-        return {"status": "down", "backend": "local", "reason": f"{existing} is not writable"}
+        return {
+            "status": "down",
+            "backend": "local",
+            "reason": f"{existing} is not a writable directory",
+        }
     return {"status": "ok", "backend": "local"}
 
 

@@ -293,3 +293,58 @@ def test_the_stack_stops_cleanly_after_a_restart(chain: RunsClient) -> None:
     assert stack.stop() == 0
     wait_for(lambda: gone(server.pid), what="the restarted server stopped with the stack")
     assert stack.stop() is None  # the fixture's stop() is a no-op now
+
+
+# ------------------------------------------------------------------ /healthz's checks alone
+
+
+class _Provider:
+    deployments: dict[str, Any] = {}
+
+
+class _Platform:
+    """What :class:`gateway.platform.Health` reads of a platform: no NATS connection."""
+
+    nc = None
+    js = None
+    provider = _Provider()
+
+
+@pytest.fixture()
+def checks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
+    from gateway.platform import Health
+
+    for name in ("MXT_DATABASE_URL", "MXT_OBJECT_STORE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("MXT_DATA_DIR", str(tmp_path))
+    return Health(_Platform())  # type: ignore[arg-type]
+
+
+def test_healthz_names_what_is_down(checks: Any, tmp_path: Path) -> None:
+    import asyncio
+
+    (tmp_path / "mxt.db").write_bytes(b"not a database, " * 100)
+    (tmp_path / "objects").write_text("a file where the store's directory should be")
+    report = asyncio.run(checks.report())
+    assert report["status"] == "down" and report["down"] == ["nats", "database", "objects"]
+    assert report["checks"]["nats"]["reason"] == "not connected yet"
+    assert "not a database" in report["checks"]["database"]["reason"]
+    assert "not a writable directory" in report["checks"]["objects"]["reason"]
+    assert report["checks"]["functions"] == {
+        "status": "ok", "eager": 0, "ready": 0, "lazy": 0, "waiting": []
+    }  # fmt: skip
+
+
+def test_healthz_reuses_a_fresh_report(checks: Any) -> None:
+    import asyncio
+
+    async def twice() -> tuple[Any, Any]:
+        return await checks.report(), await checks.report()
+
+    first, second = asyncio.run(twice())
+    assert first is second
+    # a database not created yet is fine: the first function to use it makes it
+    assert first["checks"]["database"] == {
+        "status": "ok", "backend": "sqlite", "note": "not created yet"
+    }  # fmt: skip
+    assert first["checks"]["objects"]["status"] == "ok"
