@@ -6,6 +6,7 @@ same for 10⁴ or 10⁷ events.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -77,14 +78,25 @@ def read_raw_observation(store: Any, raw_key: str) -> RawObservation:
         obs_id=identifier(header["OBS_ID"], f"raw file {bucket}/{key}: OBS_ID"),
         program=str(header["PROGRAM"]),
         date_obs=str(header["DATE-OBS"]),
-        tstart=float(header["TSTART"]),
+        tstart=_number(header["TSTART"], f"raw file {bucket}/{key}: TSTART"),
         object_name=_optional(header, "OBJECT", str),
-        ra=_optional(header, "RA_OBJ", float),
-        dec=_optional(header, "DEC_OBJ", float),
+        ra=_optional(header, "RA_OBJ", lambda v: _number(v, f"raw file {bucket}/{key}: RA_OBJ")),
+        dec=_optional(header, "DEC_OBJ", lambda v: _number(v, f"raw file {bucket}/{key}: DEC_OBJ")),
         burst_id=_optional(
             header, "BURST_ID", lambda v: identifier(v, f"raw file {bucket}/{key}: BURST_ID")
         ),
     )
+
+
+def _number(value: Any, what: str) -> float:
+    """A finite number from a header value; ``BadInput`` naming ``what`` otherwise."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        number = float("nan")
+    if not math.isfinite(number):
+        raise BadInput(f"{what} {value!r} is not a finite number")
+    return number
 
 
 def _optional(header: Any, keyword: str, kind: Callable[[Any], Any]) -> Any:

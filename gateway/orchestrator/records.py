@@ -21,6 +21,7 @@ from gateway.orchestrator.dispatch import task_call_id
 from gateway.orchestrator.programme import build_dag
 from gateway.orchestrator.raw import RawObservation
 from storage import configdb, missiondb
+from storage.schemas import from_data
 
 Overrides = dict[str, dict[str, Any]]
 
@@ -110,7 +111,9 @@ def register_observation(db: Session, observation: RawObservation, programme: st
     bucket, _, key = observation.ref.partition("/")
     missiondb.register_observation(
         db,
-        missiondb.ObservationSpec(
+        from_data(
+            missiondb.ObservationSpec,
+            f"raw file {observation.ref}: header",
             obs_id=observation.obs_id,
             programme=programme,
             object_name=observation.object_name,

@@ -104,24 +104,14 @@ def test_hostile_burst_id_in_header_is_400_naming_it(
     assert registered(http) == ([], [])
 
 
-#: header values a run start still answers with 500 (records.py builds ObservationSpec
-#: unchecked, raw.py converts with float()): fixed by /tmp/cfgw/issue11-raw-header.patch
-#: for the owner of gateway/orchestrator/ to apply, then these markers go
-_OPEN = pytest.mark.xfail(
-    strict=True, reason="500: gateway/orchestrator records.py/raw.py check no header value"
-)
-#: call ids of those answers: their tracebacks are the known, open cause
-_OPEN_CALLS: set[str] = set()
-
-
 @pytest.mark.parametrize(
     ("cards", "words"),
     [
-        pytest.param({"TSTART": "abc"}, ["TSTART", "abc"], marks=_OPEN),
-        pytest.param({"RA_OBJ": "north"}, ["RA_OBJ", "north"], marks=_OPEN),
-        pytest.param({"DEC_OBJ": "nan"}, ["DEC_OBJ", "nan"], marks=_OPEN),
-        pytest.param({"RA_OBJ": 400.0}, ["ra", "400"], marks=_OPEN),
-        pytest.param({"OBJECT": "x" * 300}, ["object_name", "128"], marks=_OPEN),
+        pytest.param({"TSTART": "abc"}, ["TSTART", "abc"]),
+        pytest.param({"RA_OBJ": "north"}, ["RA_OBJ", "north"]),
+        pytest.param({"DEC_OBJ": "nan"}, ["DEC_OBJ", "nan"]),
+        pytest.param({"RA_OBJ": 400.0}, ["ra", "400"]),
+        pytest.param({"OBJECT": "x" * 300}, ["object_name", "128"]),
     ],
 )
 def test_hostile_header_value_is_400_naming_it(
@@ -129,7 +119,6 @@ def test_hostile_header_value_is_400_naming_it(
 ) -> None:
     key = put_raw(stack, l0_header_only(f"obs-{uuid.uuid4().hex[:8]}", **cards))
     answer = http.post("/mxt/runs", json={"raw_key": f"raw/{key}"}, auth=stack.auth)
-    _OPEN_CALLS.add(answer.json().get("call_id", ""))
     assert_4xx(answer, 400, key, *words)
 
 
@@ -221,17 +210,14 @@ def test_hostile_query_is_a_precise_4xx(
 
 
 def test_no_function_logged_a_traceback(stack: EmbeddedStack, http: httpx.Client) -> None:
-    """Run last in this module: every case above was a refusal, none a crash (but the
-    known open ones, marked xfail)."""
+    """Run last in this module: every case above was a refusal, none a crash."""
     functions = http.get("/system/functions", auth=stack.auth).json()
     names = sorted(f["name"] for f in functions)
     assert "orchestrator" in names and "missiondb-get-observation" in names
     crashed = {}
     for name in names:
         records = function_log(stack, name)
-        tracebacks = [
-            r for r in records if "traceback" in r and r.get("call_id") not in _OPEN_CALLS
-        ]
+        tracebacks = [r for r in records if "traceback" in r]
         if tracebacks:
             crashed[name] = tracebacks[0]["traceback"][-300:]
     assert crashed == {}
