@@ -12,7 +12,8 @@ more than ``MXT_FUNCTION_SLOTS`` of them. The lanes, first to last:
 ``platform``
     the platform's other brick calls (``X-Mxt-Run-Id``: CP and GP runs).
 ``public``
-    every call through the public ``/async-function`` API, whatever its headers.
+    every call through the public ``/async-function`` API, whatever its headers
+    (such a call carries ``X-Mxt-User``: a redriven or older one stays here too).
 
 ``X-Mxt-*`` headers come only from the platform (the gateway drops them from other
 callers), and a public caller's call goes to ``public`` whatever it sends.
@@ -39,6 +40,8 @@ DEFAULT_SLOTS: dict[str, int | None] = {"too": 16, "events": 16, "platform": Non
 def lane_of(headers: Mapping[str, str]) -> str:
     """The lane a platform-queued call belongs to, from its headers."""
     lower = {k.lower(): v for k, v in headers.items()}
+    if "x-mxt-user" in lower:  # a user's call (gateway.api): public, whatever else it says
+        return "public"
     if lower.get(PRIORITY_HEADER.lower(), "").strip().lower() == "too":
         return "too"
     if "x-topic" in lower:

@@ -154,6 +154,8 @@ def test_lanes_of_calls() -> None:
     assert lane_of({"X-Mxt-Run-Id": "r-1", "X-Mxt-Priority": "cp"}) == "platform"
     assert lane_of({"X-Topic": "mxt.storage.raw"}) == "events"
     assert lane_of({"Content-Type": "application/json"}) == "public"
+    # a user's call (the gateway adds X-Mxt-User) is public whatever else it carries
+    assert lane_of({"X-Mxt-User": "eve", "X-Topic": "t", "X-Mxt-Priority": "too"}) == "public"
     assert function_of("mxt.async.too.brick-detect") == "brick-detect"
     assert function_of("mxt.async.brick-detect") == "brick-detect"
     assert parse_slots("too=4", 64) == {"too": 4, "events": 16, "platform": 64, "public": 64}
