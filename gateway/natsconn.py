@@ -10,8 +10,10 @@ storage events) goes through :func:`connect`, which
   someone else, without credentials; an empty file is refused (``ValueError``), never
   taken as "connect anonymously";
 - applies the project's reconnect policy: reconnect forever, every half second, with a
-  one-line error callback (not nats-py's traceback per attempt). A call site passes
-  its own options (``connect_timeout``, ``allow_reconnect=False``, ...) as keywords.
+  one-line error callback (not nats-py's traceback per attempt; the same error at most
+  once per 30 s per process, with a count) and one line per disconnect and reconnect.
+  A call site passes its own options (``connect_timeout``, ``allow_reconnect=False``,
+  ...) as keywords.
 
 ``mxt up`` makes the secret with :func:`ensure_nats_password` and starts its
 nats-server with it (``local.natsd.NatsServer(password=...)``).
@@ -24,6 +26,7 @@ import logging
 import os
 import secrets
 import stat
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
@@ -39,9 +42,40 @@ NATS_USER = "mxt"
 NATS_PASSWORD_FILE = "nats-password"
 
 
+#: Seconds during which the same error is not logged again (counted instead).
+REPORT_EVERY = 30.0
+_reported: dict[str, tuple[float, int]] = {}  # error text -> (last logged, not logged since)
+_clock = time.monotonic
+
+
 async def report_nats_error(error: Exception) -> None:
-    """Error callback: one warning line, not nats-py's traceback per reconnect attempt."""
-    log.warning("NATS: %s: %s", type(error).__name__, error)
+    """Error callback: one warning line, not nats-py's traceback per reconnect attempt.
+
+    The same error again within :data:`REPORT_EVERY` seconds in this process (every
+    connection retrying every half second while the server is down) is counted, and the
+    count shown with its next line.
+    """
+    text = f"{type(error).__name__}: {error}"
+    now = _clock()
+    last, hidden = _reported.get(text, (None, 0))
+    if last is not None and now - last < REPORT_EVERY:
+        _reported[text] = (last, hidden + 1)
+        return
+    if len(_reported) > 256:  # bounded, whatever the errors' texts
+        _reported.clear()
+    _reported[text] = (now, 0)
+    more = f" (and {hidden} times since)" if hidden else ""
+    log.warning("NATS: %s%s", text, more)
+
+
+async def report_disconnected() -> None:
+    """Disconnected callback: one line per connection lost."""
+    log.warning("NATS: disconnected")
+
+
+async def report_reconnected() -> None:
+    """Reconnected callback: one line per connection back."""
+    log.warning("NATS: reconnected")
 
 
 #: The project's reconnect policy; a call site's keywords override each entry.
@@ -49,6 +83,8 @@ DEFAULT_OPTIONS: dict[str, Any] = {
     "max_reconnect_attempts": -1,
     "reconnect_time_wait": 0.5,
     "error_cb": report_nats_error,
+    "disconnected_cb": report_disconnected,
+    "reconnected_cb": report_reconnected,
 }
 
 
@@ -168,8 +204,9 @@ async def connect(url: str, *, secrets_dir: Path | None = None, **options: Any) 
         Where ``nats-password`` is; :func:`default_secrets_dir` when omitted.
     **options
         ``nats.connect`` keywords; they override :data:`DEFAULT_OPTIONS` (reconnect
-        forever every 0.5 s, one-line error callback). Credentials given here
-        (``user``/``password``, ``token``, ...) replace those of the URL and the file.
+        forever every 0.5 s, one-line error, disconnect and reconnect callbacks).
+        Credentials given here (``user``/``password``, ``token``, ...) replace those of
+        the URL and the file.
 
     Raises
     ------

@@ -284,6 +284,11 @@ def test_the_stack_log_has_one_line_per_event(chain: RunsClient) -> None:
     assert any("killed by SIGKILL; restarting" in line for line in events)
     assert any(line.startswith("mxt: nats-server restarted (pid") for line in events)
     assert "Traceback" not in text, text[-3000:]
+    # the gateway's clients: each error once (not once per connection and half second)
+    errors = [line for line in text.splitlines() if line.startswith("NATS: ")]
+    assert "NATS: reconnected" in errors
+    repeated = [e for e in errors if "connected" not in e]
+    assert len(repeated) == len(set(repeated)), repeated
 
 
 def test_the_stack_stops_cleanly_after_a_restart(chain: RunsClient) -> None:
@@ -348,3 +353,26 @@ def test_healthz_reuses_a_fresh_report(checks: Any) -> None:
         "status": "ok", "backend": "sqlite", "note": "not created yet"
     }  # fmt: skip
     assert first["checks"]["objects"]["status"] == "ok"
+
+
+def test_the_same_nats_error_is_logged_once_then_counted(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import asyncio
+
+    from gateway import natsconn
+
+    monkeypatch.setattr(natsconn, "_reported", {})
+    clock = [1000.0]
+    monkeypatch.setattr(natsconn, "_clock", lambda: clock[0])
+    refused = ConnectionRefusedError(111, "Connection refused")
+    with caplog.at_level("WARNING", logger="mxt.nats"):
+        for _ in range(40):  # 20 s of retries every half second
+            asyncio.run(natsconn.report_nats_error(refused))
+            clock[0] += 0.5
+        clock[0] += natsconn.REPORT_EVERY
+        asyncio.run(natsconn.report_nats_error(refused))
+    assert [r.getMessage() for r in caplog.records] == [
+        "NATS: ConnectionRefusedError: [Errno 111] Connection refused",
+        "NATS: ConnectionRefusedError: [Errno 111] Connection refused (and 39 times since)",
+    ]
