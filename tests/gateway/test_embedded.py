@@ -14,6 +14,7 @@ import httpx
 import nats
 import psutil
 
+from gateway.lanes import LANES, lane_durable
 from gateway.messages import ASYNC_STREAM, WORKER_DURABLE
 from local.natsd import free_port
 from local.stack import EmbeddedStack, read_state
@@ -165,11 +166,15 @@ def test_nats_restart_keeps_the_async_path_working(nats_fresh, tmp_path: Path) -
 
 
 async def _unacknowledged(nats_url: str) -> int:
-    """Async calls delivered to the queue worker and not acknowledged yet."""
+    """Async calls of every lane (and of the pre-lane consumer) not acknowledged yet."""
     nc = await nats.connect(nats_url)
     try:
-        info = await nc.jetstream().consumer_info(ASYNC_STREAM, WORKER_DURABLE)
-        return info.num_ack_pending + info.num_pending
+        js = nc.jetstream()
+        left = 0
+        for durable in (WORKER_DURABLE, *(lane_durable(lane) for lane in LANES)):
+            info = await js.consumer_info(ASYNC_STREAM, durable)
+            left += info.num_ack_pending + info.num_pending
+        return left
     finally:
         await nc.close()
 
