@@ -277,6 +277,29 @@ def test_nats_killed_mid_run_restarts_and_the_run_completes(
     assert status["state"] == "succeeded" and status["attempts"] == 1, status
 
 
+def test_after_the_restart_a_raw_arrival_starts_a_run(
+    chain: RunsClient,
+    observation_factory: Any,  # noqa: F811
+) -> None:
+    """The connector's durable consumer of storage events survived the restart."""
+    import asyncio
+
+    from storage.events import publish_object_created
+
+    l0, _ = observation_factory(seed=43)
+    obs_id = l0[0].header["OBS_ID"]
+    chain.upload_raw(l0, obs_id)
+    info = local_store(chain.stack.data_dir).head("raw", f"{obs_id}/{obs_id}_mxt_l0.fits")
+    asyncio.run(publish_object_created(chain.stack.nats_url, info))
+
+    def listed() -> list[dict[str, Any]]:
+        page = chain.http.get(f"{chain.url}/mxt/runs", params={"obs_id": obs_id}).json()
+        return page["items"]
+
+    (run,) = wait_for(listed, what="a run for the arrival")
+    assert chain.wait(run["run_id"], timeout=180)["state"] == "succeeded"
+
+
 def test_the_stack_log_has_one_line_per_event(chain: RunsClient) -> None:
     text = chain.stack.log_path.read_text()
     events = [line for line in text.splitlines() if line.startswith("mxt: nats-server")]
