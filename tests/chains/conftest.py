@@ -92,6 +92,16 @@ class RunsClient:
             time.sleep(0.1)
 
 
+def assert_products_once(runs: RunsClient, run_id: str) -> list[dict[str, Any]]:
+    """Every product registered once, and exactly those objects under the run's prefix."""
+    products = runs.products(run_id)
+    names = [p["name"] for p in products]
+    assert len(names) == len(set(names)), f"{run_id}: a product was registered twice"
+    stored = local_store(runs.stack.data_dir).list("products", f"{run_id}/").items
+    assert sorted(o.key for o in stored) == sorted(p["key"] for p in products)
+    return products
+
+
 @pytest.fixture(scope="session")
 def observation_factory() -> Any:
     """``make(obs_id, program, seed) -> (l0, truth)``: small simulated observations."""

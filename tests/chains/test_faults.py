@@ -15,7 +15,7 @@ import pytest
 from local.chainkit import prepare_data_dir, stack_subset
 from local.natsd import NatsServer
 from local.stack import EmbeddedStack
-from tests.chains.conftest import RunsClient, local_store
+from tests.chains.conftest import RunsClient, assert_products_once
 
 HERE = Path(__file__).parent
 
@@ -28,16 +28,6 @@ def wait_for_task(runs: RunsClient, run_id: str, brick: str, states: tuple[str, 
             return
         time.sleep(0.02)
     raise AssertionError(f"{brick} of {run_id} never reached {states}")
-
-
-def assert_products_once(runs: RunsClient, run_id: str) -> list[dict[str, Any]]:
-    """Every product registered once, and exactly those objects under the run's prefix."""
-    products = runs.products(run_id)
-    names = [p["name"] for p in products]
-    assert len(names) == len(set(names)), f"{run_id}: a product was registered twice"
-    stored = local_store(runs.stack.data_dir).list("products", f"{run_id}/").items
-    assert sorted(o.key for o in stored) == sorted(p["key"] for p in products)
-    return products
 
 
 def kill_mid_run_then_complete(runs: RunsClient, l0: Any, function: str) -> None:

@@ -106,7 +106,7 @@ def admin(stack: EmbeddedStack) -> Iterator[httpx.Client]:
         yield http
 
 
-def wait_for(predicate: Any, timeout: float = 30.0, period: float = 0.05) -> Any:
+def wait_for(predicate: Any, timeout: float = 30.0, period: float = 0.05, what: str = "") -> Any:
     """Poll ``predicate`` until it returns something truthy; fail after ``timeout`` s."""
     deadline = time.monotonic() + timeout
     while True:
@@ -114,7 +114,7 @@ def wait_for(predicate: Any, timeout: float = 30.0, period: float = 0.05) -> Any
         if value:
             return value
         if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met after {timeout} s")
+            raise AssertionError(f"condition not met after {timeout} s: {what or predicate}")
         time.sleep(period)
 
 

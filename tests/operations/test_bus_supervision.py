@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import signal
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -24,8 +23,14 @@ import pytest
 from local.chainkit import prepare_data_dir, stack_subset
 from local.natsd import HOLD_FILE, NatsServer, NatsSupervisor, answers
 from local.stack import EmbeddedStack
-from tests.chains.conftest import RunsClient, local_store, observation_factory  # noqa: F401
+from tests.chains.conftest import (  # noqa: F401 - observation_factory is a fixture
+    RunsClient,
+    assert_products_once,
+    local_store,
+    observation_factory,
+)
 from tests.gateway.conftest import function_entry
+from tests.gateway.conftest import wait_for as wait_until
 
 #: bounded waits, in seconds (generous: the suite runs on small shared machines)
 WAIT = 60.0
@@ -33,14 +38,7 @@ WAIT = 60.0
 
 def wait_for(predicate: Callable[[], Any], timeout: float = WAIT, what: str = "") -> Any:
     """The first truthy value of ``predicate()``; fails the test after ``timeout`` s."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not after {timeout} s: {what or predicate}")
-        time.sleep(0.05)
+    return wait_until(predicate, timeout, what=what)
 
 
 def gone(pid: int) -> bool:
@@ -100,16 +98,6 @@ def bus_down(stack: EmbeddedStack) -> Iterator[int]:
     assert restarted.pid != server.pid
     wait_for(lambda: answers("127.0.0.1", port), what="the new server on the same port")
     assert listening_port(restarted) == port
-
-
-def assert_products_once(runs: RunsClient, run_id: str) -> list[dict[str, Any]]:
-    """Every product registered once, and exactly those objects under the run's prefix."""
-    products = runs.products(run_id)
-    names = [p["name"] for p in products]
-    assert len(names) == len(set(names)), f"{run_id}: a product was registered twice"
-    stored = local_store(runs.stack.data_dir).list("products", f"{run_id}/").items
-    assert sorted(o.key for o in stored) == sorted(p["key"] for p in products)
-    return products
 
 
 def health(stack: EmbeddedStack) -> tuple[int, dict[str, Any]]:
