@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import http.client
+import socket
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -209,3 +210,16 @@ def client(stack: EmbeddedStack) -> Any:
     """An HTTP client of the gateway without credentials (each call says its own)."""
     with httpx.Client(base_url=stack.url, timeout=REQUEST_TIMEOUT) as http:
         yield http
+
+
+def nats_by_hand(host: str, port: int, lines: list[bytes]) -> bytes:
+    """Speak the NATS protocol by hand, as a hostile local process would: read INFO,
+    send ``lines`` pipelined (CONNECT, PUBs, PING); the server's answer until it hangs up."""
+    received = b""
+    with socket.create_connection((host, port), timeout=5) as sock:
+        received += sock.recv(65536)  # INFO
+        sock.sendall(b"\r\n".join(lines) + b"\r\n")
+        with contextlib.suppress(TimeoutError, ConnectionResetError):
+            while chunk := sock.recv(65536):
+                received += chunk
+    return received

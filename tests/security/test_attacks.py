@@ -48,6 +48,7 @@ from tests.security.conftest import (
     assert_healthy,
     client,
     good_observation,
+    nats_by_hand,
     new_obs_id,
     put_raw,
     raw_key,
@@ -351,14 +352,7 @@ def _raw_publish(host: str, port: int, messages: list[tuple[str, bytes]]) -> byt
     for subject, payload in messages:
         lines += [f"PUB {subject} {len(payload)}".encode(), payload]
     lines.append(b"PING")
-    received = b""
-    with socket.create_connection((host, port), timeout=5) as sock:
-        received += sock.recv(65536)  # INFO
-        sock.sendall(b"\r\n".join(lines) + b"\r\n")
-        with contextlib.suppress(TimeoutError, ConnectionResetError):
-            while chunk := sock.recv(65536):
-                received += chunk
-    return received
+    return nats_by_hand(host, port, lines)
 
 
 async def _quiet(error: Exception) -> None:

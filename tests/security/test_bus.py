@@ -12,9 +12,7 @@ file, on a command line or in ``mxt status``. Unit tests of the connection facto
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
-import socket
 import stat
 from collections.abc import Iterator
 from pathlib import Path
@@ -39,6 +37,7 @@ from gateway.natsconn import (
 from local.natsd import CONFIG_FILE, NatsServer
 from local.stack import STATE_FILE, EmbeddedStack
 from tests.gateway.conftest import STACK_ENV, function_entry, write_stack
+from tests.security.conftest import nats_by_hand
 
 VIOLATION = "Authorization Violation"
 FORGED = ["mxt.calls.completed.brick-notice", "mxt.storage.raw"]
@@ -73,14 +72,7 @@ def _raw_forge(host: str, port: int, connect: dict[str, Any]) -> bytes:
         lines.append(f"PUB {subject} {len(completion)}".encode())
         lines.append(completion)
     lines.append(b"PING")
-    received = b""
-    with socket.create_connection((host, port), timeout=5) as sock:
-        received += sock.recv(65536)  # INFO
-        sock.sendall(b"\r\n".join(lines) + b"\r\n")
-        with contextlib.suppress(TimeoutError, ConnectionResetError):
-            while chunk := sock.recv(65536):
-                received += chunk
-    return received
+    return nats_by_hand(host, port, lines)
 
 
 # -- the embedded stack -----------------------------------------------------------------
